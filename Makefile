@@ -1,0 +1,42 @@
+# sweeper — set-up and the README's two commands.
+#   make demo   create .venv, install, run the quickstart sweep (local Ray, CPU, tiny policy)
+#   make test   create .venv, install, run the tests (GPU tests skip without CUDA)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch comes first, in its own pip call, pinned: a CPU wheel of exactly this version is on disk,
+# and an unpinned torch would pull gigabytes of CUDA packages.
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e ".[rl,dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/sweeper run recipes/quickstart.yaml --storage sweeps
+	$(BIN)/sweeper rank sweeps/quickstart
+	$(BIN)/sweeper export sweeps/quickstart --top 1 --format yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/grpo_step.py
+	$(BIN)/python bench/controller_vs_tune.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,53 @@
+"""Torch-free configuration models shared by the recipe (driver side) and the job (worker side)."""
+
+from sweeper.config.job import (
+    AdditionTask,
+    EvalConfig,
+    FileTask,
+    JobConfig,
+    PolicyConfig,
+    RandomRewardTask,
+    RLVRJob,
+    SyntheticJob,
+    TaskConfig,
+    TinyPolicyConfig,
+    UserTask,
+)
+from sweeper.config.loss import (
+    AGGREGATIONS,
+    LOSS_PARAMS,
+    ClipCovLoss,
+    GPPOLoss,
+    GSPOLoss,
+    KLCovLoss,
+    LossConfig,
+    NSRLoss,
+    PPOClipLoss,
+    loss_catalog,
+    parse_loss_config,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "LOSS_PARAMS",
+    "AdditionTask",
+    "ClipCovLoss",
+    "EvalConfig",
+    "FileTask",
+    "GPPOLoss",
+    "GSPOLoss",
+    "JobConfig",
+    "KLCovLoss",
+    "LossConfig",
+    "NSRLoss",
+    "PPOClipLoss",
+    "PolicyConfig",
+    "RLVRJob",
+    "RandomRewardTask",
+    "SyntheticJob",
+    "TaskConfig",
+    "TinyPolicyConfig",
+    "UserTask",
+    "loss_catalog",
+    "parse_loss_config",
+]

@@ -1,0 +1,204 @@
+"""Job configuration: what one (config, seed) run of a trial does, torch-free.
+
+The recipe's ``job`` block validates into one of these models. ``kind: rlvr`` (the default) is a
+real GRPO-style run (``sweeper.rl.job``); ``kind: synthetic`` emits traces from a closed-form
+function of the loss parameters (``sweeper.synthetic``) so the controller, ranking and export can
+be tested and benchmarked without torch. A job config crosses the Ray boundary as a plain dict
+(``model_dump(mode="json")``) and is re-validated on the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sweeper.config.loss import LossConfig, PPOClipLoss, parse_loss_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class TinyPolicyConfig(_Strict):
+    """The built-in CPU policy: a small Llama-style transformer built from a ``transformers``
+    config (no download), a character tokenizer, warm-started by supervised training on the task.
+    Cached on disk keyed by this block and the task, so every trial reuses it."""
+
+    n_layer: int = Field(2, ge=1, le=12, description="Transformer layers.")
+    d_model: int = Field(128, ge=16, le=1024, description="Hidden width.")
+    n_head: int = Field(4, ge=1, le=16, description="Attention heads.")
+    warm_start_steps: int = Field(
+        600, ge=0, description="Max supervised steps on correct answers before RL."
+    )
+    warm_start_lr: float = Field(1e-3, gt=0.0, description="Supervised learning rate.")
+    warm_start_batch: int = Field(64, ge=1, description="Supervised batch size.")
+    warm_start_target: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="Stop the warm start once greedy eval accuracy reaches this (aim 0.3-0.6).",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyPolicyConfig:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class PolicyConfig(_Strict):
+    """The base policy shared by all trials of a sweep."""
+
+    name: str = Field(
+        "tiny", description="'tiny' (built-in, CPU) or a Hugging Face causal LM name / local path."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Parameter dtype (bfloat16 on GPU for real models)."
+    )
+    tiny: TinyPolicyConfig = Field(default_factory=TinyPolicyConfig)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+class AdditionTask(_Strict):
+    """Built-in verifiable task: ``a+b=`` with n-digit operands, reward 1 for the exact sum."""
+
+    kind: Literal["addition"] = "addition"
+    digits: int = Field(2, ge=1, le=6, description="Digits per operand.")
+
+
+class FileTask(_Strict):
+    """GSM8K-style question/answer file (JSONL or Parquet) on a local path; the last number in
+    the response is compared with the answer's (after ``####`` if present)."""
+
+    kind: Literal["gsm8k"] = "gsm8k"
+    path: str = Field(description="Local .jsonl or .parquet file with question/answer columns.")
+    question_key: str = "question"
+    answer_key: str = "answer"
+    eval_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Held-out share of rows used for eval."
+    )
+
+
+class RandomRewardTask(_Strict):
+    """Reward ~ Bernoulli(p), independent of the output: the control experiment of
+    arXiv 2509.26114. Prompts are addition problems (so eval still measures real accuracy)."""
+
+    kind: Literal["random"] = "random"
+    p: float = Field(0.5, ge=0.0, le=1.0, description="Probability of reward 1.")
+    digits: int = Field(2, ge=1, le=6, description="Digits of the addition prompts.")
+
+
+class UserTask(_Strict):
+    """A user task: ``module:function`` called as ``function(**args)``; see ``sweeper.rl.tasks``
+    for the protocol the returned object follows."""
+
+    kind: Literal["user"] = "user"
+    fn: str = Field(pattern=r"^[\w.]+:\w+$", description="'package.module:function'.")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+TaskConfig = Annotated[
+    AdditionTask | FileTask | RandomRewardTask | UserTask, Field(discriminator="kind")
+]
+
+
+# --------------------------------------------------------------------------- eval
+
+
+class EvalConfig(_Strict):
+    """Held-out evaluation: at step 0, every ``every`` steps and at the last step."""
+
+    every: int = Field(10, ge=1, description="Evaluate every this many steps.")
+    prompts: int = Field(32, ge=1, description="Held-out prompts per eval.")
+    samples: int = Field(8, ge=1, description="Samples n per prompt (for pass@k, mean@n).")
+    ks: list[int] = Field(default_factory=lambda: [1, 8], description="k values for pass@k.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature at eval.")
+
+    @model_validator(mode="after")
+    def _ks_fit(self) -> EvalConfig:
+        bad = [k for k in self.ks if not 1 <= k <= self.samples]
+        if bad:
+            raise ValueError(f"eval.ks {bad} must lie in [1, eval.samples={self.samples}]")
+        return self
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class _JobBase(_Strict):
+    steps: int = Field(100, ge=1, description="RL steps (policy updates from rollout batches).")
+    loss: LossConfig = Field(default_factory=PPOClipLoss)
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_kind_first(cls, value: Any) -> Any:
+        # Gives an unknown kind a message listing the valid ones.
+        return parse_loss_config(value)
+
+
+class RLVRJob(_JobBase):
+    """One GRPO-style RLVR run (DESIGN §3): rollouts -> verifier rewards -> group advantages ->
+    ``mini_batches`` x ``ppo_epochs`` optimizer steps with the configured policy loss."""
+
+    kind: Literal["rlvr"] = "rlvr"
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    task: TaskConfig = Field(default_factory=AdditionTask)
+    prompts_per_step: int = Field(16, ge=1, description="Prompts sampled per step.")
+    group_size: int = Field(8, ge=2, description="Responses per prompt (GRPO group).")
+    temperature: float = Field(1.0, gt=0.0, description="Rollout sampling temperature.")
+    max_new_tokens: int = Field(6, ge=1, description="Response length cap (also Dr. GRPO norm).")
+    mini_batches: int = Field(
+        4, ge=1, description="Optimizer steps per rollout batch; >=2 so clipping can act."
+    )
+    ppo_epochs: int = Field(1, ge=1, description="Passes over the rollout batch.")
+    lr: float = Field(3e-4, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    advantage: Literal["grpo", "dr_grpo"] = Field(
+        "grpo", description="grpo: (R-mean)/(std+1e-6); dr_grpo: R-mean (arXiv 2503.20783)."
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
+    threads: int = Field(1, ge=1, description="torch CPU threads per job.")
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> RLVRJob:
+        batch = self.prompts_per_step * self.group_size
+        if self.mini_batches > batch:
+            raise ValueError(
+                f"mini_batches ({self.mini_batches}) exceeds the rollout batch "
+                f"(prompts_per_step*group_size = {batch})"
+            )
+        return self
+
+    @property
+    def clipping_can_act(self) -> bool:
+        """False when every update is on-policy (ratio identically 1), so clip knobs do nothing."""
+        return self.mini_batches * self.ppo_epochs > 1
+
+
+class SyntheticJob(_JobBase):
+    """Closed-form traces from the loss parameters (no torch): for testing and benchmarking the
+    controller, ranking and export. ``fail_at_step`` raises inside the job; ``step_seconds``
+    sleeps per step."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig(every=5))
+    step_seconds: float = Field(0.0, ge=0.0, description="Sleep per step (simulated work).")
+    noise: float = Field(0.02, ge=0.0, description="Seed-dependent noise on every metric.")
+    fail_at_step: int | None = Field(None, ge=0, description="Raise an error at this step.")
+
+    @property
+    def clipping_can_act(self) -> bool:
+        return True
+
+
+JobConfig = Annotated[RLVRJob | SyntheticJob, Field(discriminator="kind")]
+"""The validated ``job`` block."""

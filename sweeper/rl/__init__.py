@@ -1,0 +1,1 @@
+"""The RLVR job: policy, rollout, tasks, advantages, losses, metrics, job loop (torch)."""
