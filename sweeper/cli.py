@@ -1,0 +1,258 @@
+"""The `sweeper` command line: thin commands, one function call each, rich output.
+
+Exit codes: 0 ok, 1 run failure (no trial completed, or the controller crashed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sweeper.errors import InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Sweep the clipping knobs of RLVR policy losses on Ray; rank and export the best.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a recipe value: --set job.loss.eps_high=0.28 (repeatable)."
+    ),
+]
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="Directory or URI where sweep dirs go.")
+]
+ClusterOpt = Annotated[
+    str | None, typer.Option("--cluster", help="Cluster file (clusters/*.yaml).")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (instead of a cluster file).")
+]
+
+
+def handles_input_errors(fn: F) -> F:
+    """Bad input -> one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _exit_for(status: dict[str, Any]) -> None:
+    counts = status.get("counts", {})
+    if status.get("state") == "finished" and counts.get("COMPLETE", 0) == 0:
+        err_console.print("[red]no trial completed[/red]")
+        raise typer.Exit(1)
+
+
+def _live_runner() -> tuple[Live, Callable[[dict[str, Any]], None]]:
+    from sweeper.view import status_view
+
+    live = Live(console=console, refresh_per_second=4, transient=False)
+    return live, lambda status: live.update(status_view(status))
+
+
+@app.command()
+@handles_input_errors
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
+    overrides: SetOpt = None,
+    storage: StorageOpt = None,
+    cluster: ClusterOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Run a sweep here, in the foreground, with live progress."""
+    from sweeper.sweeps import prepare_sweep, run_sweep
+
+    parsed, cluster_cfg, store = prepare_sweep(recipe, overrides, storage, cluster)
+    console.print(f"sweep dir: [bold]{store.uri}[/bold]")
+    live, update = _live_runner()
+    with live:
+        status = run_sweep(parsed, store, cluster_cfg, address=address, on_update=update)
+    console.print(f"[bold]{status['state']}[/bold] — sweep dir: {store.uri}")
+    _exit_for(status)
+
+
+@app.command()
+@handles_input_errors
+def submit(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
+    cluster: ClusterOpt = None,
+    address: AddressOpt = None,
+    overrides: SetOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Submit a sweep to a Ray cluster as a Ray Job; returns at once."""
+    from sweeper.submit import submit_sweep
+
+    info = submit_sweep(recipe, overrides, storage, cluster, address)
+    console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
+    console.print(f"sweep dir: {info['sweep_dir']}")
+    console.print(f"follow it: sweeper watch {info['sweep_dir']}")
+
+
+@app.command()
+@handles_input_errors
+def status(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")]) -> None:
+    """Print a sweep's current status."""
+    from sweeper.sweeps import open_sweep
+    from sweeper.view import status_view
+
+    store = open_sweep(sweep)
+    st = store.read_status()
+    if not st:
+        raise InputError(f"{store.uri}: no status.json yet (has the sweep started?)")
+    console.print(status_view(st))
+
+
+@app.command()
+@handles_input_errors
+def watch(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """Follow a sweep live until it ends."""
+    from sweeper.sweeps import open_sweep
+    from sweeper.view import status_view
+
+    store = open_sweep(sweep)
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            st = store.read_status() or {"sweep": store.name, "state": "starting"}
+            live.update(status_view(st))
+            if st.get("state") not in ("running", "starting", "submitted"):
+                break
+            time.sleep(interval)
+
+
+@app.command()
+@handles_input_errors
+def resume(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    cluster: ClusterOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Finish a sweep whose controller ended: finished trials stay, unfinished ones rerun."""
+    from sweeper.sweeps import resume_sweep
+
+    live, update = _live_runner()
+    with live:
+        st = resume_sweep(sweep, cluster, address, on_update=update)
+    console.print(f"[bold]{st['state']}[/bold]")
+    _exit_for(st)
+
+
+@app.command()
+@handles_input_errors
+def stop(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")]) -> None:
+    """Ask a running sweep to end cleanly (running jobs stop, finished results stay)."""
+    from sweeper.sweeps import request_stop
+
+    store = request_stop(sweep)
+    console.print(f"stop requested for {store.uri}; `sweeper resume` continues it later")
+
+
+@app.command()
+@handles_input_errors
+def rank(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+) -> None:
+    """Rank the configs by the recipe's objective (completed attempts only)."""
+    from sweeper.rank import rank_sweep
+    from sweeper.sweeps import open_sweep
+    from sweeper.view import frame_table
+
+    table = rank_sweep(open_sweep(sweep))
+    console.print(frame_table(table, title="ranking", max_rows=top))
+
+
+@app.command()
+@handles_input_errors
+def export(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    top: Annotated[int, typer.Option(help="Export the N best configs.")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="yaml | verl | trl")] = "yaml",
+    out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+) -> None:
+    """Export the best configs as a recipe, verl overrides or TRL GRPOConfig kwargs."""
+    from sweeper.export import export_best
+    from sweeper.sweeps import open_sweep
+
+    if fmt not in ("yaml", "verl", "trl"):
+        raise InputError(f"--format {fmt!r}: choose yaml, verl or trl")
+    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):  # type: ignore[arg-type]
+        console.print(f"wrote {path}")
+
+
+@app.command()
+@handles_input_errors
+def report(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    out: Annotated[str | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """Write an HTML report with plots."""
+    from sweeper.report import write_report
+    from sweeper.sweeps import open_sweep
+
+    console.print(f"wrote {write_report(open_sweep(sweep), out)}")
+
+
+@app.command()
+@handles_input_errors
+def validate(path: Annotated[str, typer.Argument(help="A recipe or cluster file.")]) -> None:
+    """Check a recipe or cluster file."""
+    from sweeper.recipe import validate_path
+
+    console.print(f"[green]ok[/green] {validate_path(path)}")
+
+
+@app.command()
+def losses() -> None:
+    """List the policy-loss variants and their parameters (from the code)."""
+    from sweeper.config.loss import loss_catalog
+
+    for entry in loss_catalog():
+        table = Table(title=f"{entry['kind']} — {entry['paper']}", title_justify="left")
+        for col in ("parameter", "type", "default", "description"):
+            table.add_column(col)
+        for p in entry["params"]:
+            table.add_row(p["name"], p["type"], str(p["default"]), p["description"])
+        console.print(entry["summary"])
+        console.print(table)
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

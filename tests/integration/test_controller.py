@@ -1,0 +1,211 @@
+"""The controller on a private local Ray with the synthetic job: grids, Optuna + pruning, job
+errors, worker death and retries, stop and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sweeper.controller import Controller
+from sweeper.rank import rank_sweep
+from sweeper.recipe import load_recipe
+from sweeper.store import SweepStore, manifest
+from sweeper.sweeps import request_stop, resume_sweep
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory):
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(
+        address="local",
+        _temp_dir=str(temp),
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=4,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+def synthetic_recipe(tmp_path: Path, **sections) -> str:
+    recipe = {
+        "name": "syn",
+        "job": {"kind": "synthetic", "steps": 10, "eval": {"every": 2, "ks": [1, 4], "samples": 4}},
+        "space": {"loss.eps_low": [0.05, 0.15], "loss.eps_high": [0.2, 0.3]},
+        "search": {"kind": "grid", "seeds": 2, "max_concurrent": 4},
+        "objective": {"metric": "mean_at_n", "scope": "last"},
+        "run": {"storage": str(tmp_path / "sweeps"), "max_retries": 2},
+    }
+    for key, value in sections.items():
+        if key != "space" and isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def start(path: str) -> tuple[Controller, SweepStore]:
+    recipe, text = load_recipe(path)
+    store = SweepStore.create(recipe.run.storage, recipe.name, text, recipe.resolved(), manifest())
+    return Controller(recipe, store), store
+
+
+def test_grid_runs_every_point_and_seed(local_ray, tmp_path: Path) -> None:
+    controller, store = start(synthetic_recipe(tmp_path))
+    status = controller.run()
+    assert status["state"] == "finished"
+    assert status["counts"]["COMPLETE"] == 4
+    trials = store.read_trials()
+    assert sorted(trials["state"]) == ["COMPLETE"] * 4
+    assert {"loss.eps_low", "loss.eps_high", "value"} <= set(trials.columns)
+    runs = store.read_runs()
+    assert len(runs) == 8 and set(runs["state"]) == {"COMPLETE"}
+    traces = store.read_traces()
+    assert len(traces) == 4 * 2 * 11  # trials x seeds x (steps + 1)
+    assert not traces.duplicated(["trial", "seed", "attempt", "step"]).any()
+    ranked = rank_sweep(store)
+    best = ranked.iloc[0]
+    # The synthetic landscape peaks at eps_low 0.15, eps_high 0.3.
+    assert (best["loss.eps_low"], best["loss.eps_high"]) == (0.15, 0.3)
+    on_disk = store.read_status()
+    assert on_disk["state"] == "finished" and on_disk["best"]["trial"] == int(best["trial"])
+
+
+def test_optuna_with_pruner_prunes(local_ray, tmp_path: Path) -> None:
+    path = synthetic_recipe(
+        tmp_path,
+        job={
+            "kind": "synthetic",
+            "steps": 20,
+            "step_seconds": 0.05,
+            "noise": 0.0,
+            "eval": {"every": 2, "ks": [1], "samples": 4},
+        },
+        space={"loss.eps_low": {"type": "uniform", "low": 0.0, "high": 1.0}},
+        search={
+            "kind": "optuna",
+            "sampler": "random",
+            "n_trials": 10,
+            "seeds": 1,
+            "max_concurrent": 1,
+            "pruner": {"kind": "median", "n_startup_trials": 2, "n_warmup_steps": 2},
+        },
+    )
+    controller, store = start(path)
+    status = controller.run()
+    trials = store.read_trials()
+    assert len(trials) == 10
+    assert status["counts"]["PRUNED"] >= 1
+    pruned = trials[trials["state"] == "PRUNED"]
+    traces = store.read_traces(completed_only=False)
+    for number in pruned["trial"]:
+        steps = traces[traces["trial"] == number]["step"]
+        assert steps.max() < 20  # stopped early, within a step or two of the prune
+    assert store.read_runs().query("state == 'PRUNED'").shape[0] == len(pruned)
+
+
+def test_job_error_fails_trial_and_sweep_goes_on(local_ray, tmp_path: Path) -> None:
+    path = synthetic_recipe(
+        tmp_path, space={"fail_at_step": [None, 3]}, search={"kind": "grid", "seeds": 1}
+    )
+    controller, store = start(path)
+    status = controller.run()
+    assert status["state"] == "finished"
+    trials = store.read_trials().set_index("fail_at_step", drop=False)
+    failed = trials[trials["state"] == "FAIL"]
+    assert len(failed) == 1 and "synthetic failure at step 3" in failed.iloc[0]["error"]
+    assert (trials["state"] == "COMPLETE").sum() == 1
+    runs = store.read_runs()
+    assert sorted(runs["state"]) == ["COMPLETE", "FAIL"]
+
+
+def test_killed_worker_is_retried_with_new_attempt(local_ray, tmp_path: Path) -> None:
+    path = synthetic_recipe(
+        tmp_path,
+        job={"kind": "synthetic", "steps": 30, "step_seconds": 0.1},
+        space={"loss.eps_low": [0.1]},
+        search={"kind": "grid", "seeds": 1},
+    )
+    controller, store = start(path)
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            time.sleep(0.3)
+            try:
+                runs = store.read_runs()
+            except Exception:
+                continue
+            running = runs[runs["state"] == "RUNNING"] if len(runs) else runs
+            for worker in running.get("worker", []):
+                pid = int(str(worker).rsplit(":", 1)[1])
+                time.sleep(0.5)  # let it stream a few rows first
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    status = controller.run()
+    killer.join()
+    assert killed, "no worker was found to kill"
+    assert status["counts"]["COMPLETE"] == 1
+    runs = store.read_runs().sort_values("attempt")
+    assert list(runs["attempt"]) == [1, 2]
+    assert list(runs["state"]) == ["FAIL", "COMPLETE"]
+    assert "worker died" in runs.iloc[0]["error"]
+    traces = store.read_traces()  # completed attempts only: exactly one full trace
+    assert set(traces["attempt"]) == {2} and list(traces["step"]) == list(range(31))
+
+
+def test_stop_then_resume_finishes_without_duplicates(local_ray, tmp_path: Path) -> None:
+    path = synthetic_recipe(
+        tmp_path,
+        job={"kind": "synthetic", "steps": 20, "step_seconds": 0.1},
+        search={"kind": "grid", "seeds": 1, "max_concurrent": 2},
+    )
+    controller, store = start(path)
+
+    def stop_soon() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.3)
+            status = store.read_status() or {}
+            if status.get("counts", {}).get("COMPLETE", 0) >= 1:
+                request_stop(store.uri)
+                return
+
+    stopper = threading.Thread(target=stop_soon)
+    stopper.start()
+    status = controller.run()
+    stopper.join()
+    assert status["state"] == "stopped"
+    assert 1 <= status["counts"]["COMPLETE"] < 4
+    done_before = set(store.read_trials().query("state == 'COMPLETE'")["trial"])
+
+    final = resume_sweep(store.uri)
+    assert final["state"] == "finished"
+    trials = store.read_trials()
+    complete = trials[trials["state"] == "COMPLETE"]
+    # Every grid point completed exactly once; finished trials were kept, not rerun.
+    points = complete[["loss.eps_low", "loss.eps_high"]].apply(tuple, axis=1)
+    assert len(points) == 4 and points.is_unique
+    assert done_before <= set(complete["trial"])
+    traces = store.read_traces()
+    assert not traces.duplicated(["trial", "seed", "step"]).any()
+    assert len(traces) == 4 * 21
+    assert set(traces["trial"]) == set(complete["trial"])
+    assert isinstance(trials, pd.DataFrame)
