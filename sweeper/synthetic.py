@@ -31,8 +31,8 @@ _ACC0 = 0.2  # step-0 accuracy
 
 
 def _squash(x: float) -> float:
-    """Maps [0, inf] to [0, 1) so eps_high = inf stays finite."""
-    return x / (1.0 + x)
+    """Maps [0, inf] to [0, 1] so eps_high = inf stays finite."""
+    return 1.0 if math.isinf(x) else x / (1.0 + x)
 
 
 def final_accuracy(loss: dict[str, Any]) -> float:

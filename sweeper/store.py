@@ -1,0 +1,747 @@
+"""The sweep directory: layout, Parquet schemas, atomic writes and readers (DESIGN §5).
+
+A sweep lives in ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI (``file://``,
+``s3://``, ...). Everything a read command needs is in it::
+
+    recipe.yaml             the recipe as submitted (text, unversioned)
+    recipe.resolved.json    the validated recipe, ``Recipe.model_dump(mode="json")``
+    manifest.json           versions, git sha, host, created_at
+    trials.parquet          one row per trial (rewritten atomically)
+    runs.parquet            one row per job attempt (rewritten atomically)
+    traces/                 step rows, one Parquet part file per append
+    status.json             live counts, running jobs, best so far, updated_at
+    optuna.db               the local Optuna sqlite storage (written by the controller)
+
+Crash safety: no reader ever sees a half-written file. Locally every file is written to a hidden
+temporary name in the same directory, flushed, fsynced and renamed over its final name; on object
+stores the fully serialised bytes go up in one PUT, which S3 makes visible only once complete.
+Readers ignore names starting with ``.`` or ``_``.
+
+Every Parquet file carries the key-value metadata ``sweeper.schema_version`` (``"1"``) and every
+JSON file a top-level ``schema_version`` (``1``). JSON files use Python's ``Infinity``/``NaN``
+extension for non-finite floats (``eps_high: inf`` must survive), which ``json.loads`` and pandas
+read back.
+
+Column conventions (plain pandas/pyarrow can read everything):
+
+- trials.parquet: ``trial`` int64, ``state`` string (Optuna's names: COMPLETE, PRUNED, FAIL,
+  RUNNING, WAITING), one column per searched parameter named by its dotted key, ``value``
+  float64 (NaN if none), ``seeds`` list<int64>, ``started_at``/``ended_at`` timestamp[us, UTC],
+  ``error`` string. A parameter column is int64 when every value is an int, float64 when every
+  value is numeric (``inf`` kept), bool when every value is a bool, and otherwise **string**: a
+  choice mixing types (``[0.2, "auto"]``) stores each value as text (``"0.2"``, ``"auto"``,
+  ``"true"``, ``"inf"``; None stays null) -- :func:`decode_param` turns it back.
+- runs.parquet: ``trial``, ``seed``, ``attempt`` int64, ``state``, ``worker``, ``node`` string,
+  ``started_at``, ``ended_at`` timestamp, ``error`` string.
+- traces/: ``trial``, ``seed``, ``attempt``, ``step`` int64, then one float64 column per metric
+  (NaN where not measured at that step). Part files are named
+  ``t000003-s0-a1-p00002.parquet``; part files of one sweep may differ in their metric columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweeper.errors import InputError
+
+SCHEMA_VERSION = 1
+"""Version of every file this module writes (Parquet metadata ``sweeper.schema_version``)."""
+
+SCHEMA_KEY = b"sweeper.schema_version"
+
+RECIPE_YAML = "recipe.yaml"
+RESOLVED_JSON = "recipe.resolved.json"
+MANIFEST_JSON = "manifest.json"
+TRIALS_PARQUET = "trials.parquet"
+RUNS_PARQUET = "runs.parquet"
+TRACES_DIR = "traces"
+STATUS_JSON = "status.json"
+OPTUNA_DB = "optuna.db"
+
+TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+"""Optuna's trial state names, the values of ``state`` in trials.parquet and runs.parquet."""
+
+TRIAL_COLUMNS = ("trial", "state", "value", "seeds", "started_at", "ended_at", "error")
+RUN_COLUMNS = (
+    "trial", "seed", "attempt", "state", "worker", "node", "started_at", "ended_at", "error",
+)  # fmt: skip
+TRACE_KEYS = ("trial", "seed", "attempt", "step")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")
+_TS = pa.timestamp("us", tz="UTC")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _json_default(obj: Any) -> Any:
+    """Encode what ``json`` cannot: datetimes, numpy scalars/arrays, paths, sets."""
+    if isinstance(obj, dt.datetime | dt.date):
+        return obj.isoformat()
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    if hasattr(obj, "tolist"):  # numpy scalar or array
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
+
+
+def _to_timestamp(value: Any) -> dt.datetime | None:
+    """None, a datetime, an ISO string or epoch seconds -> an aware UTC datetime."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+    ts = pd.Timestamp(value)
+    if ts is pd.NaT:
+        return None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _param_array(values: list[Any]) -> pa.Array:
+    """One searched parameter's column (see the module docstring for the typing rule)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return pa.array([None] * len(values), type=pa.float64())
+    if all(isinstance(v, bool) for v in present):
+        return pa.array(values, type=pa.bool_())
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.array(values, type=pa.int64())
+    if all(_is_number(v) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+    return pa.array([None if v is None else _param_text(v) for v in values], type=pa.string())
+
+
+def _param_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # 'inf', '0.28'
+    return str(v)
+
+
+def decode_param(value: Any) -> Any:
+    """Turn a value read from a parameter column back into a Python scalar.
+
+    Numbers and bools pass through (numpy scalars become Python ones, NaN in an otherwise
+    numeric column becomes None); text from a mixed-type column is decoded: ``"true"``/``"false"``
+    -> bool, ``"null"``/``"None"`` -> None, integer and float literals (``"inf"``) -> numbers,
+    anything else stays a string.
+    """
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if not isinstance(value, str):
+        return value
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none"):
+        return None
+    for cast in (int, float):
+        with contextlib.suppress(ValueError):
+            return cast(value)
+    return value
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """Type an extra (non-fixed) column: numbers as float64, everything else by pyarrow."""
+    present = [v for v in values if v is not None]
+    if present and all(_is_number(v) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _with_version(table: pa.Table) -> pa.Table:
+    meta = dict(table.schema.metadata or {})
+    meta[SCHEMA_KEY] = str(SCHEMA_VERSION).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    # Serialise fully in memory first: the file system then sees one complete write, and an
+    # error while encoding cannot leave anything behind.
+    sink = pa.BufferOutputStream()
+    pq.write_table(_with_version(table), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _resolve_s3(uri: str) -> tuple[pafs.FileSystem, str]:
+    """An S3FileSystem for ``s3://bucket/key`` with the endpoint override and credentials taken
+    from the environment (S3-compatible stores such as MinIO, moto, R2)."""
+    parsed = urlparse(uri)
+    path = (parsed.netloc + parsed.path).rstrip("/")
+    endpoint = (
+        os.environ.get("SWEEPER_S3_ENDPOINT")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    kwargs: dict[str, Any] = {
+        # An explicit region avoids a network round trip to discover the bucket's region.
+        "region": os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    }
+    if endpoint:
+        ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = ep.netloc
+        kwargs["scheme"] = ep.scheme or "https"
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs["access_key"] = key
+        kwargs["secret_key"] = secret
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs), path
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem | None, str, str]:
+    """(file system or None for local, path within it, canonical uri)."""
+    if uri.startswith("file://"):
+        local = Path(urlparse(uri).path)
+        local = local.resolve()
+        return None, str(local), str(local)
+    if "://" not in uri:
+        local = Path(uri).expanduser().resolve()
+        return None, str(local), str(local)
+    if uri.startswith("s3://"):
+        fs, path = _resolve_s3(uri)
+        return fs, path, "s3://" + path
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, ValueError) as err:
+        raise InputError(f"{uri}: unsupported storage URI ({err})") from err
+    return fs, path.rstrip("/"), uri.rstrip("/")
+
+
+def validate_sweep_name(name: str) -> str:
+    """A sweep name is one path component: letters, digits, ``_ . -``, not starting with ``.``;
+    so it can never escape the storage root."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InputError(
+            f"sweep name {name!r} is invalid: use 1-100 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit (no '/', no '..')"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SweepStore:
+    """One sweep directory, local or remote; all reads and writes of the sweep go through it.
+
+    ``SweepStore(uri)`` binds to a location without checking it; use :meth:`create` for a new
+    sweep and :meth:`open` for an existing one.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self._fs, self._root, self.uri = _resolve(str(uri))
+        self.name: str = self._root.rstrip("/").rsplit("/", 1)[-1]
+        self._parts: dict[tuple[int, int, int], int] = {}
+
+    # ---------------------------------------------------------------- construction
+
+    @property
+    def is_local(self) -> bool:
+        """True when the sweep dir is on the local file system."""
+        return self._fs is None
+
+    def __repr__(self) -> str:
+        return f"SweepStore({self.uri!r})"
+
+    @classmethod
+    def create(
+        cls,
+        storage: str,
+        name: str,
+        recipe_text: str,
+        resolved: dict[str, Any],
+        manifest: dict[str, Any],
+        *,
+        resume: bool = False,
+    ) -> SweepStore:
+        """Create ``<storage>/<name>/`` and write recipe.yaml, recipe.resolved.json and
+        manifest.json.
+
+        An existing non-empty directory is refused with :class:`InputError`, unless ``resume``
+        is true and it is a sweep dir: then it is opened as is (its recipe is not rewritten).
+        """
+        validate_sweep_name(name)
+        storage = str(storage)
+        sep = "" if storage.endswith("/") else "/"
+        store = cls(storage + sep + name)
+        if store._nonempty():
+            if resume and store.exists(RESOLVED_JSON):
+                return store
+            raise InputError(
+                f"{store.uri}: sweep directory exists and is not empty "
+                "(pick another name, or use `sweeper resume`)"
+            )
+        store._mkdir("")
+        store._mkdir(TRACES_DIR)
+        store.write_text(RECIPE_YAML, recipe_text)
+        store.write_json(RESOLVED_JSON, resolved)
+        store.write_json(MANIFEST_JSON, manifest)
+        return store
+
+    @classmethod
+    def open(cls, sweep: str) -> SweepStore:
+        """Open an existing sweep dir; :class:`InputError` if it is not one."""
+        store = cls(sweep)
+        if not store._isdir(""):
+            raise InputError(f"{store.uri}: no such sweep directory")
+        if not store.exists(RESOLVED_JSON):
+            raise InputError(f"{store.uri}: not a sweep directory (no {RESOLVED_JSON})")
+        return store
+
+    @staticmethod
+    def manifest(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Alias of :func:`sweeper.store.manifest` (versions, git sha, host, created_at)."""
+        return manifest(extra)
+
+    # ---------------------------------------------------------------- paths and raw I/O
+
+    def path(self, rel: str = "") -> str:
+        """The absolute local path or URI of ``rel`` inside the sweep dir."""
+        if self._fs is None:
+            return str(Path(self._root, rel)) if rel else self._root
+        base = self.uri
+        return f"{base}/{rel}" if rel else base
+
+    def optuna_sqlite_path(self) -> str | None:
+        """Local path of the Optuna sqlite file (``optuna.db``); None for non-local stores
+        (use a SQLAlchemy URL there)."""
+        return str(Path(self._root, OPTUNA_DB)) if self._fs is None else None
+
+    def _p(self, rel: str) -> str:
+        return f"{self._root}/{rel}" if rel else self._root
+
+    def _mkdir(self, rel: str) -> None:
+        if self._fs is None:
+            Path(self._p(rel)).mkdir(parents=True, exist_ok=True)
+        else:
+            # Object stores have no directories; create_dir is a no-op or a marker there.
+            with contextlib.suppress(OSError):
+                self._fs.create_dir(self._p(rel), recursive=True)
+
+    def _isdir(self, rel: str) -> bool:
+        if self._fs is None:
+            return Path(self._p(rel)).is_dir()
+        info = self._fs.get_file_info(self._p(rel))
+        return info.type == pafs.FileType.Directory
+
+    def _nonempty(self) -> bool:
+        if self._fs is None:
+            root = Path(self._root)
+            if root.exists() and not root.is_dir():
+                raise InputError(f"{self.uri}: exists and is not a directory")
+            return root.is_dir() and any(root.iterdir())
+        sel = pafs.FileSelector(self._root, allow_not_found=True, recursive=True)
+        return any(i.type == pafs.FileType.File for i in self._fs.get_file_info(sel))
+
+    def exists(self, rel: str) -> bool:
+        """Whether the file ``rel`` exists in the sweep dir."""
+        if self._fs is None:
+            return Path(self._p(rel)).is_file()
+        return self._fs.get_file_info(self._p(rel)).type == pafs.FileType.File
+
+    def _listdir(self, rel: str) -> list[str]:
+        """Visible file names in ``rel`` (hidden and temp names skipped), sorted."""
+        if self._fs is None:
+            d = Path(self._p(rel))
+            names = [p.name for p in d.iterdir() if p.is_file()] if d.is_dir() else []
+        else:
+            sel = pafs.FileSelector(self._p(rel), allow_not_found=True)
+            names = [
+                i.base_name for i in self._fs.get_file_info(sel) if i.type == pafs.FileType.File
+            ]
+        return sorted(n for n in names if not n.startswith((".", "_")))
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Atomically write ``data`` to ``rel`` (temp file + rename locally, one PUT on object
+        stores); returns the file's path or URI."""
+        target = self._p(rel)
+        if self._fs is not None:
+            parent = target.rsplit("/", 1)[0]
+            with contextlib.suppress(OSError):
+                self._fs.create_dir(parent, recursive=True)
+            with self._fs.open_output_stream(target) as out:
+                out.write(data)
+            return self.path(rel)
+        dst = Path(target)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            _write_file(tmp, data)
+            os.replace(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return str(dst)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of ``rel``; FileNotFoundError if absent."""
+        if self._fs is None:
+            return Path(self._p(rel)).read_bytes()
+        try:
+            with self._fs.open_input_stream(self._p(rel)) as f:
+                return bytes(f.read())
+        except OSError as err:
+            if not self.exists(rel):
+                raise FileNotFoundError(self.path(rel)) from err
+            raise
+
+    def write_text(self, rel: str, text: str) -> str:
+        """Atomically write UTF-8 text to ``rel``; returns its path or URI."""
+        return self.write_bytes(rel, text.encode())
+
+    def read_text(self, rel: str) -> str:
+        """UTF-8 text of ``rel``."""
+        return self.read_bytes(rel).decode()
+
+    # ---------------------------------------------------------------- JSON
+
+    def write_json(self, name: str, obj: Any) -> str:
+        """Atomically write ``obj`` as JSON; a dict gets ``schema_version`` added."""
+        if isinstance(obj, dict):
+            obj = {"schema_version": SCHEMA_VERSION, **obj}
+        return self.write_bytes(name, _dumps(obj))
+
+    def read_json(self, name: str) -> Any:
+        """The parsed JSON file ``name`` (as written, ``schema_version`` included); None when
+        the file does not exist."""
+        try:
+            data = self.read_bytes(name)
+        except FileNotFoundError:
+            return None
+        return json.loads(data)
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        """Atomically write status.json (``updated_at`` added when missing)."""
+        self.write_json(STATUS_JSON, {"updated_at": _now().isoformat(), **status})
+
+    def read_status(self) -> dict[str, Any]:
+        """status.json, or ``{}`` when no status was written yet."""
+        if not self.exists(STATUS_JSON):
+            return {}
+        out: dict[str, Any] = self.read_json(STATUS_JSON)
+        return out
+
+    def read_recipe_text(self) -> str:
+        """recipe.yaml as submitted."""
+        return self.read_text(RECIPE_YAML)
+
+    def read_resolved(self) -> dict[str, Any]:
+        """The resolved recipe dict (``schema_version`` removed, so it validates as a Recipe)."""
+        out: dict[str, Any] | None = self.read_json(RESOLVED_JSON)
+        if out is None:
+            raise InputError(f"{self.uri}: not a sweep directory (no {RESOLVED_JSON})")
+        out.pop("schema_version", None)
+        return out
+
+    def read_manifest(self) -> dict[str, Any]:
+        """manifest.json (``{}`` if absent)."""
+        if not self.exists(MANIFEST_JSON):
+            return {}
+        out: dict[str, Any] = self.read_json(MANIFEST_JSON)
+        return out
+
+    # ---------------------------------------------------------------- Parquet
+
+    def _write_table(self, rel: str, table: pa.Table) -> None:
+        self.write_bytes(rel, _parquet_bytes(table))
+
+    def _read_table(self, rel: str) -> pa.Table | None:
+        if not self.exists(rel):
+            return None
+        if self._fs is None:
+            return pq.read_table(self._p(rel))
+        return pq.read_table(self._p(rel), filesystem=self._fs)
+
+    def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
+        """Rewrite trials.parquet atomically from one dict per trial.
+
+        Keys: ``trial``, ``state``, each dotted ``param_keys`` entry, ``value``, ``seeds``
+        (list of ints), ``started_at``/``ended_at`` (datetime, ISO string or epoch seconds),
+        ``error``; other keys become extra columns.
+        """
+        clash = sorted(set(param_keys) & set(TRIAL_COLUMNS))
+        if clash:
+            raise ValueError(f"parameter keys {clash} collide with trials.parquet columns")
+        cols: dict[str, pa.Array] = {
+            "trial": pa.array([int(r["trial"]) for r in rows], type=pa.int64()),
+            "state": pa.array([_state(r.get("state")) for r in rows], type=pa.string()),
+        }
+        for key in param_keys:
+            cols[key] = _param_array([r.get(key) for r in rows])
+        cols["value"] = pa.array([_float(r.get("value")) for r in rows], type=pa.float64())
+        cols["seeds"] = pa.array(
+            [None if r.get("seeds") is None else [int(s) for s in r["seeds"]] for r in rows],
+            type=pa.list_(pa.int64()),
+        )
+        _time_and_error(cols, rows)
+        _extras(cols, rows)
+        self._write_table(TRIALS_PARQUET, pa.table(cols))
+
+    def write_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite runs.parquet atomically from one dict per job attempt (trial, seed, attempt,
+        state, worker, node, started_at, ended_at, error; other keys become extra columns)."""
+        cols: dict[str, pa.Array] = {
+            k: pa.array([int(r[k]) for r in rows], type=pa.int64())
+            for k in ("trial", "seed", "attempt")
+        }
+        cols["state"] = pa.array([_state(r.get("state")) for r in rows], type=pa.string())
+        for k in ("worker", "node"):
+            cols[k] = pa.array(
+                [None if r.get(k) is None else str(r[k]) for r in rows], type=pa.string()
+            )
+        _time_and_error(cols, rows)
+        _extras(cols, rows)
+        self._write_table(RUNS_PARQUET, pa.table(cols))
+
+    def read_trials(self) -> pd.DataFrame:
+        """trials.parquet as a DataFrame (empty, with the fixed columns, if not written yet)."""
+        table = self._read_table(TRIALS_PARQUET)
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in TRIAL_COLUMNS})
+        return table.to_pandas()
+
+    def read_runs(self) -> pd.DataFrame:
+        """runs.parquet as a DataFrame (empty, with the fixed columns, if not written yet)."""
+        table = self._read_table(RUNS_PARQUET)
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in RUN_COLUMNS})
+        return table.to_pandas()
+
+    # ---------------------------------------------------------------- traces
+
+    def _next_part(self, key: tuple[int, int, int]) -> int:
+        if key not in self._parts:
+            # Resume: continue after the largest part already on disk for this attempt.
+            prefix = f"t{key[0]:06d}-s{key[1]}-a{key[2]}-p"
+            largest = -1
+            for name in self._listdir(TRACES_DIR):
+                m = _PART.match(name)
+                if m and name.startswith(prefix):
+                    largest = max(largest, int(m.group(4)))
+            self._parts[key] = largest + 1
+        part = self._parts[key]
+        self._parts[key] = part + 1
+        return part
+
+    def append_trace(self, trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]) -> None:
+        """Write the step ``rows`` of one job attempt as ONE new Parquet part file in traces/.
+
+        Each row has ``step`` (int) and float metrics (NaN or None where not measured). The part
+        appears atomically; an empty ``rows`` writes nothing.
+        """
+        if not rows:
+            return
+        if any("step" not in r for r in rows):
+            raise ValueError("every trace row needs a 'step'")
+        n = len(rows)
+        cols: dict[str, pa.Array] = {
+            "trial": pa.array([int(trial)] * n, type=pa.int64()),
+            "seed": pa.array([int(seed)] * n, type=pa.int64()),
+            "attempt": pa.array([int(attempt)] * n, type=pa.int64()),
+            "step": pa.array([int(r["step"]) for r in rows], type=pa.int64()),
+        }
+        metrics: dict[str, None] = {}
+        for r in rows:
+            metrics.update(dict.fromkeys(k for k in r if k not in TRACE_KEYS))
+        for m in metrics:
+            values = [r.get(m) for r in rows]
+            if all(v is None or _is_number(v) or isinstance(v, bool) for v in values):
+                cols[m] = pa.array(
+                    [math.nan if v is None else float(v) for v in values], type=pa.float64()
+                )
+            else:
+                cols[m] = _column(values)
+        key = (int(trial), int(seed), int(attempt))
+        part = self._next_part(key)
+        name = f"t{key[0]:06d}-s{key[1]}-a{key[2]}-p{part:05d}.parquet"
+        self._write_table(f"{TRACES_DIR}/{name}", pa.table(cols))
+
+    def trace_files(self) -> list[str]:
+        """Visible part file names in traces/, in (trial, seed, attempt, part) order."""
+
+        def order(name: str) -> tuple[int, ...]:
+            m = _PART.match(name)
+            return tuple(int(g) for g in m.groups()) if m else (1 << 62,)
+
+        return sorted((n for n in self._listdir(TRACES_DIR) if n.endswith(".parquet")), key=order)
+
+    def read_traces(self, completed_only: bool = True) -> pd.DataFrame:
+        """All step rows as one DataFrame sorted by (trial, seed, attempt, step).
+
+        Part files with different metric columns are unified (missing values NaN). With
+        ``completed_only`` only rows of attempts whose runs.parquet state is COMPLETE are kept
+        (none when runs.parquet is absent). Duplicate (trial, seed, attempt, step) rows --
+        impossible by construction -- are dropped keeping the last written.
+        """
+        files = self.trace_files()
+        if not files:
+            return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
+        paths = [self._p(f"{TRACES_DIR}/{f}") for f in files]
+        fs = self._fs or pafs.LocalFileSystem()
+        fragments = pads.dataset(paths, filesystem=fs, format="parquet")
+        schemas = [frag.physical_schema for frag in fragments.get_fragments()]
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+        # Read in file order so that "keep the last" means the last part written.
+        table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
+        df = table.to_pandas()
+        for col in df.columns:
+            if col not in TRACE_KEYS and pd.api.types.is_numeric_dtype(df[col]):
+                df[col] = df[col].astype("float64")
+        if completed_only:
+            runs = self.read_runs()
+            done = runs.loc[runs["state"] == "COMPLETE", ["trial", "seed", "attempt"]]
+            df = df.merge(done.drop_duplicates(), on=["trial", "seed", "attempt"], how="inner")
+        df = df.drop_duplicates(subset=list(TRACE_KEYS), keep="last")
+        df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
+        return df
+
+
+_EMPTY_DTYPES = {
+    "trial": "int64",
+    "seed": "int64",
+    "attempt": "int64",
+    "state": "object",
+    "worker": "object",
+    "node": "object",
+    "value": "float64",
+    "seeds": "object",
+    "started_at": "datetime64[us, UTC]",
+    "ended_at": "datetime64[us, UTC]",
+    "error": "object",
+}
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync ``data`` to ``path`` (the temp file of an atomic write)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _state(value: Any) -> str | None:
+    if value is None:
+        return None
+    name = getattr(value, "name", value)  # accepts optuna.trial.TrialState members
+    return str(name)
+
+
+def _float(value: Any) -> float:
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def _time_and_error(cols: dict[str, pa.Array], rows: list[dict[str, Any]]) -> None:
+    for k in ("started_at", "ended_at"):
+        cols[k] = pa.array([_to_timestamp(r.get(k)) for r in rows], type=_TS)
+    cols["error"] = pa.array(
+        [None if r.get("error") is None else str(r["error"]) for r in rows], type=pa.string()
+    )
+
+
+def _extras(cols: dict[str, pa.Array], rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    extra: dict[str, None] = {}
+    for r in rows:
+        extra.update(dict.fromkeys(k for k in r if k not in cols))
+    for k in extra:
+        cols[k] = _column([r.get(k) for r in rows])
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_sha(where: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else None
+
+
+def manifest(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What produced a sweep: package versions (read from metadata, so torch is never
+    imported), the git sha of sweeper's source checkout (None outside a git repo), host and
+    creation time; ``extra`` is merged on top."""
+    versions = {"python": platform.python_version()}
+    for dist in ("sweeper", "ray", "optuna", "pyarrow", "pandas", "pydantic", "torch"):
+        v = _version(dist)
+        if v is not None:
+            versions[dist] = v
+    out: dict[str, Any] = {
+        "versions": versions,
+        "git_sha": _git_sha(Path(__file__).resolve().parent),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "argv": list(sys.argv),
+        "created_at": _now().isoformat(),
+    }
+    out.update(extra or {})
+    return out
