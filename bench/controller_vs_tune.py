@@ -69,8 +69,11 @@ def run_tune(args: argparse.Namespace, workdir: str) -> float:
 
     def trainable(config: dict) -> None:
         spec = {**job, "loss": {"kind": "ppo_clip", "eps_low": config["eps_low"]}}
+        last_eval: dict = {}
         for row in run_synthetic(spec, seed=0):
-            tune.report({k: v for k, v in row.items() if v == v})  # drop NaN
+            # Tune needs the metric in every report: carry the last eval values forward.
+            last_eval.update({k: v for k, v in row.items() if v == v})
+            tune.report(dict(last_eval))
 
     import optuna
 

@@ -519,6 +519,8 @@ class Controller:
         completed = self.store.read_traces(completed_only=True)
         for info in search.trials():
             number, optuna_state = info["number"], info["state"]
+            if optuna_state == "WAITING":  # enqueued, never asked: ask() hands it out later
+                continue
             old = old_trials.get(number, {})
             t = TrialState(
                 number=number,

@@ -37,4 +37,5 @@ def describe_validation_error(err: ValidationError, source: str = "") -> str:
 _TAGS = {
     "ppo_clip", "nsr", "clip_cov", "kl_cov", "gppo", "gspo",
     "rlvr", "synthetic", "addition", "gsm8k", "random", "user",
-}
+    "grid", "choice", "uniform", "log_uniform", "int",
+}  # fmt: skip

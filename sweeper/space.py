@@ -13,7 +13,9 @@ list (grid values; a categorical for Optuna) or a distribution::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import itertools
+import math
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,11 +26,27 @@ class _Param(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_P = TypeVar("_P", bound="_Param")
+
+
+def _check_values(spec: _P) -> _P:
+    values = spec.values  # type: ignore[attr-defined]
+    if any(isinstance(v, float) and math.isnan(v) for v in values):
+        raise ValueError("values must not contain nan")
+    if len(set(values)) != len(values):
+        raise ValueError(f"values {values} contain duplicates (each would run twice)")
+    return spec
+
+
 class GridParam(_Param):
     """An explicit list of values (grid axis; categorical under Optuna)."""
 
     type: Literal["grid"] = "grid"
     values: list[Scalar] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GridParam:
+        return _check_values(self)
 
 
 class ChoiceParam(_Param):
@@ -37,13 +55,17 @@ class ChoiceParam(_Param):
     type: Literal["choice"] = "choice"
     values: list[Scalar] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _distinct(self) -> ChoiceParam:
+        return _check_values(self)
+
 
 class UniformParam(_Param):
     """A float drawn uniformly from [low, high]."""
 
     type: Literal["uniform"] = "uniform"
-    low: float
-    high: float
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformParam:
@@ -56,8 +78,8 @@ class LogUniformParam(_Param):
     """A float drawn log-uniformly from [low, high], 0 < low < high."""
 
     type: Literal["log_uniform"] = "log_uniform"
-    low: float = Field(gt=0.0)
-    high: float
+    low: float = Field(gt=0.0, allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> LogUniformParam:
@@ -88,7 +110,112 @@ ParamSpec = Annotated[
 
 
 def coerce_param_spec(value: Any) -> Any:
-    """A bare list in YAML means a grid axis."""
+    """A bare list in YAML means a grid axis; ``inf``-like strings in value lists become floats
+    (see :func:`normalize_inf`)."""
     if isinstance(value, list):
-        return {"type": "grid", "values": value}
+        return {"type": "grid", "values": [normalize_inf(v) for v in value]}
+    if isinstance(value, dict) and isinstance(value.get("values"), list):
+        return {**value, "values": [normalize_inf(v) for v in value["values"]]}
     return value
+
+
+# --------------------------------------------------------------------------- helpers
+
+_INF_WORDS = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf}
+_INF_WORDS |= {"+infinity": math.inf, "-infinity": -math.inf}
+_INF_WORDS |= {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf}
+
+
+def normalize_inf(value: Any) -> Any:
+    """``"inf"``, ``"Infinity"``, ``".inf"`` (any case, optional sign) -> a float infinity.
+
+    YAML reads ``.inf`` as a float but ``inf`` as a string; a float field accepts either, but a
+    grid value (``float | int | str | ...``) would keep the string, so values are normalised
+    here before validation. Other values are returned unchanged."""
+    if isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+        return _INF_WORDS[value.strip().lower()]
+    return value
+
+
+def is_discrete(spec: Any) -> bool:
+    """True for specs with finitely many values (grid, choice, int): these can form a grid."""
+    return isinstance(spec, GridParam | ChoiceParam | IntParam)
+
+
+def axis_values(spec: Any) -> list[Any]:
+    """The values of one discrete axis, in order (``int``: low, low+step, ... <= high)."""
+    if isinstance(spec, GridParam | ChoiceParam):
+        return list(spec.values)
+    if isinstance(spec, IntParam):
+        return list(range(spec.low, spec.high + 1, spec.step))
+    raise ValueError(f"{spec.type} is a continuous distribution: it has no finite list of values")
+
+
+def grid_size(space: dict[str, Any]) -> int:
+    """Number of points of the full grid over ``space`` (product of the axis lengths; 1 if
+    empty). Raises ``ValueError`` if an entry is continuous."""
+    return math.prod(len(axis_values(spec)) for spec in space.values())
+
+
+def expand_grid(space: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every point of the Cartesian product, in a stable order: keys in ``space`` order, the last
+    key varying fastest. An empty space has one point, ``{}`` (run the job as written)."""
+    keys = list(space)
+    axes = [axis_values(space[k]) for k in keys]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def endpoint_values(spec: Any) -> list[Any]:
+    """Values that must all be valid for the job for ``spec`` to be acceptable: every value of a
+    list, both ends of a range (every point in between is then valid for interval bounds)."""
+    if isinstance(spec, GridParam | ChoiceParam):
+        return list(spec.values)
+    if isinstance(spec, IntParam):
+        vals = axis_values(spec)
+        return [vals[0], vals[-1]] if len(vals) > 1 else vals
+    return [spec.low, spec.high]
+
+
+def optuna_distribution(spec: Any, grid: bool = False) -> Any:
+    """The Optuna distribution for one spec (optuna imported lazily).
+
+    ``grid=True`` (a grid search) maps every discrete spec, ints included, to a categorical over
+    its values so enqueued grid points always lie inside it."""
+    import optuna.distributions as od
+
+    if grid or isinstance(spec, GridParam | ChoiceParam):
+        return od.CategoricalDistribution(axis_values(spec))
+    if isinstance(spec, UniformParam):
+        return od.FloatDistribution(spec.low, spec.high)
+    if isinstance(spec, LogUniformParam):
+        return od.FloatDistribution(spec.low, spec.high, log=True)
+    if isinstance(spec, IntParam):
+        # Optuna wants high on the step lattice.
+        high = spec.low + (spec.high - spec.low) // spec.step * spec.step
+        return od.IntDistribution(spec.low, high, step=spec.step)
+    raise TypeError(f"not a parameter spec: {spec!r}")
+
+
+def describe_spec(spec: Any) -> str:
+    """Short human form, e.g. ``[0.1, 0.2]``, ``uniform(0, 1)``, ``int(50..200 step 50)``."""
+    if isinstance(spec, GridParam | ChoiceParam):
+        return "[" + ", ".join(str(v) for v in spec.values) + "]"
+    if isinstance(spec, IntParam):
+        return f"int({spec.low}..{spec.high} step {spec.step})"
+    return f"{spec.type}({spec.low:g}, {spec.high:g})"
+
+
+def suggest(trial: Any, key: str, spec: Any, grid: bool = False) -> Any:
+    """Ask an Optuna trial for one parameter with the public ``suggest_*`` call matching the
+    spec (a trial whose params were enqueued gets the enqueued value back). ``grid=True``: every
+    axis is a categorical over its values, as in :func:`optuna_distribution`."""
+    if grid or isinstance(spec, GridParam | ChoiceParam):
+        return trial.suggest_categorical(key, axis_values(spec))
+    if isinstance(spec, UniformParam):
+        return trial.suggest_float(key, spec.low, spec.high)
+    if isinstance(spec, LogUniformParam):
+        return trial.suggest_float(key, spec.low, spec.high, log=True)
+    if isinstance(spec, IntParam):
+        dist = optuna_distribution(spec)
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step)
+    raise TypeError(f"not a parameter spec: {spec!r}")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeper.cluster import ClusterConfig, load_cluster
+from sweeper.cluster import resolve_storage as cluster_storage
 from sweeper.controller import CONTROL_FILE, Controller, now_iso, ray_session
 from sweeper.errors import InputError
 from sweeper.recipe import Recipe, load_recipe
@@ -19,12 +20,10 @@ DEFAULT_STORAGE = "sweeps"
 
 
 def resolve_storage(storage: str | None, recipe: Recipe, cluster: ClusterConfig | None) -> str:
-    """--storage wins, then the cluster file's, then the recipe's ``run.storage``. Relative local
-    paths are made absolute here, on the submitting side."""
-    chosen = storage or (cluster.storage if cluster is not None else None) or recipe.run.storage
-    if "://" not in chosen:
-        chosen = os.path.abspath(chosen)
-    return chosen
+    """Where sweep dirs go (``sweeper.cluster.resolve_storage``), with relative local paths made
+    absolute here, on the submitting side, so a job's working dir never swallows results."""
+    chosen = cluster_storage(recipe, cluster, storage)
+    return chosen if "://" in chosen else os.path.abspath(chosen)
 
 
 def open_sweep(sweep: str) -> SweepStore:
