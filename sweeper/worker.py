@@ -53,7 +53,7 @@ class JobWorker:
             from sweeper.rl.job import JobRunner  # torch only on workers, only for rlvr
 
             self._runner = JobRunner(cache_dir=self._cache_dir)
-        return self._runner.run(job, seed)  # type: ignore[no-any-return]
+        return self._runner.run(job, seed)
 
     def run(self, run_id: str, job: dict[str, Any], seed: int) -> dict[str, Any]:
         """Run a job to its end (or until ``stop``). Returns ``{"state", "error"}`` where state is

@@ -199,7 +199,7 @@ def parse_loss_config(value: Any) -> _LossParams:
                 f"unknown loss kind {kind!r}; valid kinds: {', '.join(sorted(LOSS_PARAMS))}"
             )
         value = {"kind": kind, **value}
-    return _ADAPTER.validate_python(value)  # type: ignore[no-any-return]
+    return _ADAPTER.validate_python(value)
 
 
 def loss_catalog() -> list[dict[str, Any]]:
