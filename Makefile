@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	rm -rf sweeps/quickstart  # the demo starts fresh each time
 	$(BIN)/sweeper run recipes/quickstart.yaml --storage sweeps
 	$(BIN)/sweeper rank sweeps/quickstart
 	$(BIN)/sweeper export sweeps/quickstart --top 1 --format yaml

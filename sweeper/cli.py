@@ -109,8 +109,8 @@ def submit(
 
     info = submit_sweep(recipe, overrides, storage, cluster, address)
     console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
-    console.print(f"sweep dir: {info['sweep_dir']}")
-    console.print(f"follow it: sweeper watch {info['sweep_dir']}")
+    console.print(f"sweep dir: {info['sweep_dir']}", soft_wrap=True)
+    console.print(f"follow it: sweeper watch {info['sweep_dir']}", soft_wrap=True)
 
 
 @app.command()
@@ -154,9 +154,18 @@ def resume(
     cluster: ClusterOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Finish a sweep whose controller ended: finished trials stay, unfinished ones rerun."""
+    """Finish a sweep whose controller ended: finished trials stay, unfinished ones rerun.
+
+    With a Jobs API address (``--address http://HEAD:8265`` or such a cluster file) the
+    controller is submitted to that cluster as a new Ray Job and this returns at once."""
+    from sweeper.submit import is_job_submission, submit_resume
     from sweeper.sweeps import resume_sweep
 
+    if is_job_submission(cluster, address):
+        info = submit_resume(sweep, cluster, address)
+        console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
+        console.print(f"follow it: sweeper watch {info['sweep_dir']}", soft_wrap=True)
+        return
     live, update = _live_runner()
     with live:
         st = resume_sweep(sweep, cluster, address, on_update=update)
@@ -181,12 +190,12 @@ def rank(
     top: Annotated[int, typer.Option(help="Rows to show.")] = 20,
 ) -> None:
     """Rank the configs by the recipe's objective (completed attempts only)."""
-    from sweeper.rank import rank_sweep
+    from sweeper.rank import objective_of, rank_sweep
     from sweeper.sweeps import open_sweep
-    from sweeper.view import frame_table
+    from sweeper.view import rank_table
 
-    table = rank_sweep(open_sweep(sweep))
-    console.print(frame_table(table, title="ranking", max_rows=top))
+    store = open_sweep(sweep)
+    console.print(rank_table(rank_sweep(store), objective_of(store).metric, max_rows=top))
 
 
 @app.command()

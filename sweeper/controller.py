@@ -45,6 +45,7 @@ log = logging.getLogger("sweeper.controller")
 FLUSH_SECONDS = 2.0  # how often a running job's buffered rows become a trace part file
 DRAIN_TIMEOUT = 1.0  # long-poll length of one drain call
 STOP_CHECK_SECONDS = 2.0  # how often the controller looks for a `sweeper stop` request
+PUBLISH_SECONDS = 1.0  # status.json refresh for step progress (state changes publish at once)
 CONTROL_FILE = "control.json"
 
 
@@ -83,19 +84,46 @@ def ray_session(cluster: ClusterConfig | None = None, address: str | None = None
         temp_dir = (cluster.temp_dir if cluster is not None else None) or tempfile.mkdtemp(
             prefix="sweeper-ray-"
         )
-        ray.init(
-            address="local",
-            _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            num_cpus=cluster.num_cpus if cluster is not None else None,
-            num_gpus=cluster.num_gpus if cluster is not None else None,
-            log_to_driver=False,
-        )
+        with _loopback_only():
+            ray.init(
+                address="local",
+                _temp_dir=temp_dir,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                num_cpus=cluster.num_cpus if cluster is not None else None,
+                num_gpus=cluster.num_gpus if cluster is not None else None,  # type: ignore[arg-type]
+                log_to_driver=False,
+            )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep ``_node_ip_address="127.0.0.1"`` as given while the embedded Ray starts.
+
+    Ray swaps a loopback node address for the machine's routable one
+    (``services.resolve_ip_for_localhost``) unless its multi-node switch
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off. With the swap the GCS, raylet and agents
+    listen on every interface; without it they bind 127.0.0.1 only. The switch is read at import
+    time, so the module constant is set as well; both are restored afterwards.
+    """
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_const = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"  # also for the processes ray.init spawns
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 # --------------------------------------------------------------------------- state
@@ -194,9 +222,17 @@ class Controller:
         self.stopping = False
         self.started_at = now_iso()
         self._dirty = True
+        self._progressed = False  # rows arrived since the last publish
+        self._last_publish = 0.0
         self._last_stop_check = 0.0
         self._search: Search | None = None
         self._worker_cls: Any = None
+
+    @property
+    def search(self) -> Search:
+        """The sweep's Optuna study (opened by ``run``)."""
+        assert self._search is not None, "Controller.run() opens the search"
+        return self._search
 
     # ------------------------------------------------------------------ public
 
@@ -207,7 +243,7 @@ class Controller:
         self._search = Search.create_or_load(
             self.recipe, self._optuna_url(), study_name=self.recipe.name
         )
-        self._worker_cls = ray.remote(max_concurrency=WORKER_CONCURRENCY)(JobWorker)
+        self._worker_cls = ray.remote(max_concurrency=WORKER_CONCURRENCY)(JobWorker)  # type: ignore[call-overload]
         if resume:
             self._restore()
         self.store.write_json(CONTROL_FILE, {"stop": False, "updated_at": now_iso()})
@@ -280,7 +316,7 @@ class Controller:
     def _ask(self) -> bool:
         if self.exhausted:
             return False
-        asked = self._search.ask()  # type: ignore[union-attr]
+        asked = self.search.ask()
         if asked is None:
             self.exhausted = True
             return False
@@ -398,6 +434,7 @@ class Controller:
         self._end_attempt(a, result)
 
     def _on_row(self, a: Attempt, row: dict[str, Any]) -> None:
+        self._progressed = True
         a.buffer.append(row)
         a.rows.append(row)
         a.step = int(row["step"])
@@ -411,7 +448,7 @@ class Controller:
         if len(t.evals[step]) == len(t.seeds) and step not in t.reported:
             t.reported.add(step)
             mean = sum(t.evals[step].values()) / len(t.seeds)
-            if self._search.report(t.number, step, mean):  # type: ignore[union-attr]
+            if self.search.report(t.number, step, mean):
                 self._finish_trial(t, "PRUNED", error=f"pruned at step {step} ({mean:.4g})")
 
     def _flush(self, a: Attempt) -> None:
@@ -485,7 +522,7 @@ class Controller:
                 a.worker.stop.remote(a.run_id)
         self.pending = deque(p for p in self.pending if p[0] != t.number)
         self._write_trials()
-        self._search.tell(t.number, value if state == "COMPLETE" else None, state)  # type: ignore[union-attr]
+        self.search.tell(t.number, value if state == "COMPLETE" else None, state)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ stop / resume
 
@@ -509,8 +546,7 @@ class Controller:
 
     def _restore(self) -> None:
         """Rebuild state from the sweep dir after a controller ended (stopped or killed)."""
-        search = self._search
-        assert search is not None
+        search = self.search
         old_trials = {int(r["trial"]): r for r in _records(self.store.read_trials())}
         self.runs = [_clean(r) for r in _records(self.store.read_runs())]
         for r in self.runs:
@@ -558,9 +594,13 @@ class Controller:
         self._dirty = True
 
     def _publish(self, state: str = "running", force: bool = False) -> None:
-        if not (self._dirty or force):
+        """Write status.json and call ``on_update``: on a change of state, and at most once a
+        second for step progress alone."""
+        due = time.monotonic() - self._last_publish >= PUBLISH_SECONDS
+        if not (force or self._dirty or (self._progressed and due)):
             return
-        self._dirty = False
+        self._dirty = self._progressed = False
+        self._last_publish = time.monotonic()
         status = self.status(state)
         self.store.write_status(status)
         if self.on_update is not None:

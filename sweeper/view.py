@@ -47,7 +47,9 @@ def status_view(status: dict[str, Any]) -> RenderableType:
             (f"{objective.get('metric', 'value')}={_fmt(best['value'])}", "bold green"),
             f"  trial {best['trial']}  {params}",
         )
-    parts: list[RenderableType] = [head, ProgressBar(total=total, completed=finished), best_line]
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row("trials", ProgressBar(total=total, completed=finished, width=40), f"{finished}/{total}")
+    parts: list[RenderableType] = [head, bar, best_line]
     jobs = status.get("jobs_running") or []
     if jobs:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
@@ -72,11 +74,26 @@ def status_view(status: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def frame_table(frame: pd.DataFrame, title: str | None = None, max_rows: int = 50) -> Table:
-    """A DataFrame as a rich table (numbers to 4 significant digits)."""
-    table = Table(title=title, header_style="bold")
-    for col in frame.columns:
-        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
-    for _, row in frame.head(max_rows).iterrows():
-        table.add_row(*(_fmt(v) for v in row.tolist()))
+
+
+def rank_table(ranked: pd.DataFrame, metric: str, max_rows: int = 50) -> Table:
+    """The ranking: rank, trial, each searched param, objective mean ± std over seeds, seeds,
+    final entropy, feasibility and state. Headers fold rather than truncate."""
+    fixed = {"rank", "trial", "state", "value", "value_std", "n_seeds", "final_entropy", "feasible"}
+    params = [c for c in ranked.columns if c not in fixed]
+    table = Table(title=f"ranking by {metric}", header_style="bold")
+    for col in ["#", "trial", *params, f"{metric} (mean ± std)", "seeds", "final entropy", "state"]:
+        table.add_column(col, overflow="fold")
+    for _, row in ranked.head(max_rows).iterrows():
+        value = f"{_fmt(row['value'])} ± {_fmt(row['value_std'])}"
+        state = str(row["state"]) + ("" if row.get("feasible", True) else " (infeasible)")
+        table.add_row(
+            str(row["rank"]),
+            str(row["trial"]),
+            *(_fmt(row[p]) for p in params),
+            value,
+            str(row["n_seeds"]),
+            _fmt(row["final_entropy"]),
+            state,
+        )
     return table

@@ -157,7 +157,9 @@ class RLVRJob(_JobBase):
         4, ge=1, description="Optimizer steps per rollout batch; >=2 so clipping can act."
     )
     ppo_epochs: int = Field(1, ge=1, description="Passes over the rollout batch.")
-    lr: float = Field(3e-4, gt=0.0, description="AdamW learning rate.")
+    lr: float = Field(
+        1e-4, gt=0.0, description="AdamW learning rate (3e-4 is already unstable on `tiny`)."
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     advantage: Literal["grpo", "dr_grpo"] = Field(
