@@ -105,3 +105,27 @@ def test_losses_lists_every_kind_with_parameters() -> None:
     for kind in ("ppo_clip", "nsr", "clip_cov", "kl_cov", "gppo", "gspo"):
         assert kind in result.output
     assert "rescue_margin" in result.output and "cov_ub" in result.output
+
+
+def test_watch_follows_a_running_sweep_until_it_ends(tmp_path: Path) -> None:
+    import threading
+
+    from sweeper.sweeps import prepare_sweep, run_sweep
+
+    slow = ["job.steps=10", "job.step_seconds=0.1", "search.seeds=1"]
+    recipe, cluster, store = prepare_sweep(RECIPE, slow, str(tmp_path / "sweeps"))
+    # The sweep runs in a thread of this process (not through CliRunner, which swaps stdout).
+    thread = threading.Thread(target=run_sweep, args=(recipe, store, cluster))
+    thread.start()
+    sweep = Path(store.uri)
+    try:
+        for _ in range(300):  # wait for the controller's first status.json
+            if (sweep / "status.json").exists():
+                break
+            threading.Event().wait(0.1)
+        watched = CliRunner().invoke(app, ["watch", str(sweep), "--interval", "0.2"])
+    finally:
+        thread.join()
+    assert watched.exit_code == 0, watched.output
+    # watch returned only once the sweep had ended, and showed the final state.
+    assert "finished" in watched.output and "9/9" in watched.output

@@ -110,7 +110,7 @@ def test_verl_export_file(sweep: SweepStore) -> None:
     assert flat["algorithm.adv_estimator"] == "grpo"
     assert flat["algorithm.norm_adv_by_std_in_grpo"] is False  # dr_grpo advantages
     assert flat["actor_rollout_ref.rollout.n"] == 8
-    assert flat["actor_rollout_ref.actor.optim.lr"] == 3e-4
+    assert flat["actor_rollout_ref.actor.optim.lr"] == 1e-4
 
 
 def test_verl_mapping_per_kind() -> None:
@@ -192,7 +192,7 @@ def test_trl_export_file_and_mapping(sweep: SweepStore) -> None:
     assert kw["epsilon"] == 0.1 and math.isinf(kw["epsilon_high"])
     assert kw["loss_type"] == "dapo" and kw["scale_rewards"] == "none"  # dr_grpo advantages
     assert kw["num_generations"] == 8 and kw["max_completion_length"] == 6
-    assert kw["learning_rate"] == 3e-4 and kw["temperature"] == 1.0 and kw["beta"] == 0.0
+    assert kw["learning_rate"] == 1e-4 and kw["temperature"] == 1.0 and kw["beta"] == 0.0
     gspo = trl_kwargs(job({"kind": "gspo"}))
     assert gspo["importance_sampling_level"] == "sequence" and gspo["loss_type"] == "grpo"
     assert (gspo["epsilon"], gspo["epsilon_high"]) == (3e-4, 4e-4)

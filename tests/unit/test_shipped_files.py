@@ -69,8 +69,7 @@ def test_quickstart_is_what_the_readme_promises() -> None:
         2,
     )
     assert job.loss.kind == "ppo_clip" and job.mini_batches == 4
-    assert (job.steps, job.prompts_per_step, job.group_size) == (40, 8, 8)
-    assert (job.eval.every, job.eval.prompts, job.eval.samples) == (10, 32, 8)
+    assert job.clipping_can_act and job.eval.samples == 8  # mean@8, as its header says
     assert recipe.search.kind == "grid" and recipe.search.seeds == [0, 1]
     assert recipe.param_keys() == ["loss.eps_low", "loss.eps_high"]
     assert len(recipe.grid_points()) == 4 and recipe.n_jobs() == 8
