@@ -4,7 +4,7 @@ A cluster file is a flat mapping whose top-level ``kind`` is ``local`` or ``ray`
 
     name: gpu-cluster
     kind: ray
-    address: http://head.example.com:8265   # Ray Jobs API (sweeper submit / stop)
+    address: http://head.example.com:8265   # Ray Jobs API (sweeper submit / resume)
     storage: s3://my-bucket/sweeps           # default storage for sweeps on this cluster
     resources: {num_cpus: 4, num_gpus: 0.5}  # per job; a recipe's run.resources wins
     runtime_env: {pip: [sweeper]}            # passed to Ray as is
@@ -13,7 +13,8 @@ A cluster file is a flat mapping whose top-level ``kind`` is ``local`` or ``ray`
 Addresses, and which commands use which form:
 
 - ``http(s)://host:8265``: the Ray Jobs API (dashboard port). ``sweeper submit`` sends the
-  controller to the cluster as a Ray Job there; ``status``/``stop`` of a submitted sweep use it too.
+  controller to the cluster as a Ray Job there, and ``resume --address`` resubmits it; ``status``,
+  ``watch`` and ``stop`` need only the sweep dir.
 - ``ray://host:10001``: Ray Client. ``sweeper run --cluster`` can drive the cluster from this
   machine through it (the controller then dies with this process; prefer ``submit``).
 - ``host:6379``: the GCS address, for a driver started on a cluster node (``ray start`` prints it;

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -81,9 +82,9 @@ def ray_session(cluster: ClusterConfig | None = None, address: str | None = None
         except Exception as exc:
             raise InputError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
     else:
-        temp_dir = (cluster.temp_dir if cluster is not None else None) or tempfile.mkdtemp(
-            prefix="sweeper-ray-"
-        )
+        given_temp = cluster.temp_dir if cluster is not None else None
+        own_temp = given_temp is None
+        temp_dir = given_temp or tempfile.mkdtemp(prefix="sweeper-ray-")
         with _loopback_only():
             ray.init(
                 address="local",
@@ -98,6 +99,8 @@ def ray_session(cluster: ClusterConfig | None = None, address: str | None = None
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        if not address and own_temp:  # the private temp dir sweeper made (logs, sockets)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -487,6 +490,7 @@ class Controller:
         self._flush(a)
         msg = f"worker died: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         self._record_run(a, "FAIL", msg)
+        self._drop_idle_on_dead_nodes()
         t = self.trials[a.trial]
         if t.finished:
             return
@@ -496,6 +500,27 @@ class Controller:
             self.pending.appendleft((a.trial, a.seed, a.attempt + 1))
         else:
             self._finish_trial(t, "FAIL", error=f"seed {a.seed}: {msg} ({a.attempt} attempts)")
+
+    def _drop_idle_on_dead_nodes(self) -> None:
+        """Forget idle workers whose node is gone (node loss): a retry handed to one would
+        only fail again and spend another attempt."""
+        import ray
+
+        if not self.idle:
+            return
+        try:
+            dead = {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
+        except Exception:  # the GCS is unreachable: nothing better to do than keep them
+            return
+        keep = []
+        for handle, info in self.idle:
+            if info.get("node") in dead:
+                self.n_workers -= 1
+                with contextlib.suppress(Exception):
+                    ray.kill(handle, no_restart=True)
+            else:
+                keep.append((handle, info))
+        self.idle = keep
 
     def _record_run(self, a: Attempt, state: str, error: str | None) -> None:
         a.run_row.update(state=state, ended_at=now_iso(), error=error)

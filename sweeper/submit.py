@@ -1,63 +1,126 @@
 """Cluster mode: run a sweep's controller on a Ray cluster as a Ray Job.
 
-``submit_sweep`` creates the sweep dir from the submitting side (so a relative path resolves
-here, and the dir exists the moment the command returns), then submits
-``python -m sweeper.cli resume <sweep dir> --address auto`` with ``submission_id`` = the sweep id,
-shipping the ``sweeper`` package through ``runtime_env["py_modules"]``. The controller reads the
-recipe from the sweep dir, so laptops can close: ``status``/``watch``/``stop``/``resume`` need only
-the sweep dir. The storage must be reachable from the cluster (s3://..., or a shared file system).
+``submit_sweep`` validates the recipe, checks that the cluster's Jobs API answers (with the auth
+token), then creates the sweep dir from the submitting side (so a relative path resolves here,
+and the dir exists the moment the command returns) and submits
+``python -m sweeper.cli resume <sweep dir> --address auto`` with ``submission_id`` = the sweep
+name, shipping this ``sweeper`` package through ``runtime_env["py_modules"]`` (the cluster runs
+the client's code; its dependencies come from the cluster's image or the cluster file's
+``runtime_env``). The controller reads the recipe from the sweep dir, so laptops can close:
+``status``/``watch``/``stop``/``rank``/``export`` need only the sweep dir, which must therefore be
+reachable from the head node *and* from where you run those commands (``s3://...`` or a shared
+file system). ``submit_resume`` submits the controller of an existing sweep dir again (after its
+controller ended: killed, stopped, failed).
 
-Ray token auth (``RAY_AUTH_MODE=token``): the client sends the token found in ``RAY_AUTH_TOKEN``,
-``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``; a cluster file's ``auth_token_env`` names the
-variable holding it. Set ``RAY_AUTH_MODE`` the same on the cluster and here.
+Ray token auth (``RAY_AUTH_MODE=token``, on by default in Ray 2.60): the client sends the token
+held in the variable named by the cluster file's ``auth_token_env`` (default ``RAY_AUTH_TOKEN``)
+as an ``Authorization: Bearer`` header; without one, Ray's own lookup applies
+(``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``, only when ``RAY_AUTH_MODE=token`` here).
+The token is never written anywhere and never forwarded to the job (the cluster has its own).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from typing import Any
 
 import sweeper
+from sweeper.cluster import ClusterConfig, address_kind, load_cluster
 from sweeper.controller import now_iso
 from sweeper.errors import InputError
-from sweeper.sweeps import prepare_sweep
 
-# Environment passed on to the controller job (storage credentials, endpoints, auth mode).
+# Environment passed on to the controller job (storage credentials and endpoints). Ray's auth
+# variables are deliberately absent: every cluster process already has the cluster's token.
 FORWARDED_ENV = (
-    "RAY_AUTH_MODE",
     "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
     "SWEEPER_S3_ENDPOINT",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     "SWEEPER_CACHE",
 )
 
+SUBMISSION_JSON = "submission.json"
+"""Written into the sweep dir: the Ray Job ids that ran its controller, and where."""
+
+TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+
 
 def dashboard_url(address: str) -> str:
-    """The Jobs API URL for an address: ``http(s)://host:port`` as given, else host:8265."""
+    """The Jobs API URL for an address: ``http(s)://host:port`` as given (no trailing slash),
+    else ``http://host:8265`` for a ``ray://host:port`` or ``host:port`` address."""
     if address.startswith(("http://", "https://")):
-        return address
-    host = re.sub(r"^ray://", "", address).split(":")[0]
+        return address.rstrip("/")
+    host = re.sub(r"^ray://", "", address).rsplit(":", 1)[0]
     if not host:
         raise InputError(f"bad cluster address {address!r}: expected http://host:8265")
     return f"http://{host}:8265"
 
 
+def auth_headers(auth_token_env: str | None = None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` from ``$auth_token_env`` (default
+    ``RAY_AUTH_TOKEN``), or ``{}`` (Ray's own token lookup then applies)."""
+    token = os.environ.get(auth_token_env or "RAY_AUTH_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def job_client(address: str, auth_token_env: str | None = None) -> Any:
-    """A ``JobSubmissionClient`` for the cluster, with a one-line error if it cannot be reached."""
+    """A ``JobSubmissionClient`` for the cluster's Jobs API; ``InputError`` (one line) if it
+    cannot be reached or refuses the token."""
     from ray.job_submission import JobSubmissionClient
 
-    if auth_token_env and os.environ.get(auth_token_env):
-        os.environ.setdefault("RAY_AUTH_TOKEN", os.environ[auth_token_env])
     url = dashboard_url(address)
     try:
-        return JobSubmissionClient(url)
+        return JobSubmissionClient(url, headers=auth_headers(auth_token_env) or None)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot reach the Ray cluster at {url}: {first}") from exc
+        raise InputError(f"cannot reach the Ray cluster at {url}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _target(cluster: ClusterConfig | None, cluster_path: str | None, address: str | None) -> str:
+    target = address or (cluster.address if cluster is not None else None)
+    if not target:
+        if cluster_path:
+            raise InputError(f"{cluster_path}: submitting needs a kind: ray cluster with `address`")
+        raise InputError("submit needs --cluster FILE or --address http://HEAD:8265")
+    return target
+
+
+def _runtime_env(cluster: ClusterConfig | None) -> dict[str, Any]:
+    runtime_env: dict[str, Any] = dict(cluster.runtime_env) if cluster is not None else {}
+    # Ship this very package: the controller and its workers run the client's sweeper code.
+    runtime_env.setdefault("py_modules", [os.path.dirname(sweeper.__file__)])
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
+    return runtime_env
+
+
+def _submit(client: Any, store: Any, submission_id: str, cluster: ClusterConfig | None) -> None:
+    """Submit the controller of ``store`` as the Ray Job ``submission_id``."""
+    entrypoint = f"python -m sweeper.cli resume {shlex.quote(store.uri)} --address auto"
+    client.submit_job(
+        entrypoint=entrypoint,
+        submission_id=submission_id,
+        runtime_env=_runtime_env(cluster),
+        metadata={"sweeper_sweep": store.uri},
+    )
+
+
+def _record_submission(store: Any, submission_id: str, url: str) -> None:
+    previous = store.read_json(SUBMISSION_JSON) or {}
+    history = [*previous.get("submissions", []), {"id": submission_id, "at": now_iso()}]
+    store.write_json(
+        SUBMISSION_JSON, {"submission_id": submission_id, "address": url, "submissions": history}
+    )
 
 
 def submit_sweep(
@@ -67,46 +130,92 @@ def submit_sweep(
     cluster_path: str | None,
     address: str | None,
 ) -> dict[str, Any]:
-    """Create the sweep dir and submit its controller as a Ray Job; returns at once."""
-    from sweeper.cluster import load_cluster
+    """Validate, create the sweep dir and submit its controller as a Ray Job; returns at once
+    with ``submission_id``, ``address`` (Jobs API URL) and ``sweep_dir``.
 
-    if not (cluster_path or address):
-        raise InputError("submit needs --cluster FILE or --address URL")
+    Bad input (recipe, cluster file, an unreachable cluster, a refused token) raises
+    ``InputError`` before anything is written."""
+    from sweeper.recipe import load_recipe
+    from sweeper.sweeps import prepare_sweep, resolve_storage
+
+    # Bad input fails before any network call and before anything is written.
+    recipe, _ = load_recipe(recipe_path, list(overrides or []))
     cluster = load_cluster(cluster_path) if cluster_path else None
-    target = address or (cluster.address if cluster is not None else None)
-    if not target:
-        raise InputError(f"{cluster_path}: a cluster file for submit needs `address`")
-    token_env = cluster.auth_token_env if cluster is not None else None
-    client = job_client(target, token_env)  # fail before writing anything
-    recipe, _, store = prepare_sweep(recipe_path, overrides, storage, cluster_path)
-    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    runtime_env: dict[str, Any] = dict(cluster.runtime_env) if cluster is not None else {}
-    runtime_env.setdefault("py_modules", [os.path.dirname(sweeper.__file__)])
-    runtime_env["env_vars"] = {**env, **runtime_env.get("env_vars", {})}
-    submission_id = store.name
-    try:
-        client.submit_job(
-            entrypoint=f"python -m sweeper.cli resume '{store.uri}' --address auto",
-            submission_id=submission_id,
-            runtime_env=runtime_env,
-            metadata={"sweeper_sweep": store.uri},
+    root = resolve_storage(storage, recipe, cluster)
+    if "://" in root and not root.startswith("file://") and not recipe.run.optuna_storage:
+        raise InputError(
+            f"{root}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy URL, e.g. "
+            "postgresql://... or sqlite:////path/on/the/head/optuna.db)"
         )
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"submission of {submission_id} failed: {first}") from exc
+    target = _target(cluster, cluster_path, address)
+    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
+    url = dashboard_url(target)
+    _, _, store = prepare_sweep(recipe_path, overrides, storage, cluster_path)
+    submission_id = store.name
+    # "submitted" goes first: once the job runs, only the controller writes status.json.
     store.write_status(
         {
-            "schema_version": 1,
             "sweep": recipe.name,
             "state": "submitted",
             "counts": {},
             "submission_id": submission_id,
-            "address": dashboard_url(target),
-            "updated_at": now_iso(),
+            "address": url,
         }
     )
-    return {
-        "submission_id": submission_id,
-        "address": dashboard_url(target),
-        "sweep_dir": store.uri,
-    }
+    try:
+        _submit(client, store, submission_id, cluster)
+    except Exception as exc:
+        store.write_status(
+            {"sweep": recipe.name, "state": "submit-failed", "counts": {}, "error": str(exc)}
+        )
+        raise InputError(
+            f"submission of {submission_id} to {url} failed: {_first_line(exc)} "
+            f"(sweep dir {store.uri} kept; `sweeper resume {store.uri} --address {url}` retries)"
+        ) from exc
+    _record_submission(store, submission_id, url)
+    return {"submission_id": submission_id, "address": url, "sweep_dir": store.uri}
+
+
+def is_job_submission(cluster_path: str | None, address: str | None) -> bool:
+    """Whether ``resume`` with these options means "submit the controller as a Ray Job": the
+    address (or the cluster file's) is a Jobs API URL (``http(s)://``)."""
+    if address:
+        return address.startswith(("http://", "https://"))
+    if cluster_path:
+        cluster = load_cluster(cluster_path)
+        return cluster.address is not None and address_kind(cluster.address) == "jobs"
+    return False
+
+
+def submit_resume(sweep: str, cluster_path: str | None, address: str | None) -> dict[str, Any]:
+    """Submit the controller of an existing sweep dir again, as a new Ray Job
+    (``<name>-r2``, ``-r3``, ...): finished trials are kept, unfinished ones rerun. Refuses while
+    the sweep's previous job is still pending or running."""
+    from sweeper.sweeps import open_sweep
+
+    store = open_sweep(sweep)
+    cluster = load_cluster(cluster_path) if cluster_path else None
+    target = _target(cluster, cluster_path, address)
+    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
+    url = dashboard_url(target)
+    previous = store.read_json(SUBMISSION_JSON) or {}
+    last = previous.get("submission_id")
+    if last:
+        try:
+            state = str(client.get_job_status(last))
+        except Exception:  # submitted to another cluster, or deleted: nothing to wait for
+            state = "UNKNOWN"
+        state = state.rsplit(".", 1)[-1]
+        if state not in (*TERMINAL_JOB_STATES, "UNKNOWN"):
+            raise InputError(
+                f"{store.uri}: its controller job {last} is still {state}; `sweeper stop` it first"
+            )
+    submission_id = f"{store.name}-r{len(previous.get('submissions', [])) + 1}"
+    try:
+        _submit(client, store, submission_id, cluster)
+    except Exception as exc:
+        raise InputError(
+            f"submission of {submission_id} to {url} failed: {_first_line(exc)}"
+        ) from exc
+    _record_submission(store, submission_id, url)
+    return {"submission_id": submission_id, "address": url, "sweep_dir": store.uri}

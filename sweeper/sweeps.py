@@ -47,6 +47,11 @@ def prepare_sweep(
     recipe, text = load_recipe(recipe_path, list(overrides or []))
     cluster = load_cluster(cluster_path) if cluster_path else None
     root = resolve_storage(storage, recipe, cluster)
+    if "://" in root and not root.startswith("file://") and not recipe.run.optuna_storage:
+        raise InputError(
+            f"storage {root}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy URL, "
+            "e.g. postgresql://... or sqlite:////shared/disk/optuna.db)"
+        )
     store = SweepStore.create(
         root,
         recipe.name,

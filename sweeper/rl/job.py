@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from sweeper.config.job import RLVRJob
 from sweeper.errors import InputError, describe_validation_error
 from sweeper.rl.advantages import group_advantages
-from sweeper.rl.losses import policy_loss
+from sweeper.rl.losses import METRIC_KEYS, policy_loss
 from sweeper.rl.metrics import entropy_from_logits, pass_at_k, token_logprobs_and_entropy
 from sweeper.rl.policy import BasePolicy, TokenizerLike, load_base_policy, warm_start_identity
 from sweeper.rl.rollout import RolloutBatch, RolloutEngine, make_engine, response_logits
@@ -60,12 +60,7 @@ TRAIN_KEYS: tuple[str, ...] = (
     "reward_mean",
     "accuracy",
     "entropy",
-    "clip_low_frac",
-    "clip_high_frac",
-    "dual_clip_frac",
-    "rescued_frac",
-    "cov_selected_frac",
-    "approx_kl",
+    *METRIC_KEYS,  # clip/rescue/cov fractions and approx_kl, from the loss
     "loss",
     "grad_norm",
     "response_len",
@@ -78,15 +73,6 @@ TRAIN_KEYS: tuple[str, ...] = (
 
 EVAL_KEYS: tuple[str, ...] = ("mean_at_n", "eval_entropy", "time_eval_s")
 """Columns measured on eval steps, besides ``pass_at_{k}`` for each k in ``eval.ks``."""
-
-_LOSS_METRICS = (
-    "clip_low_frac",
-    "clip_high_frac",
-    "dual_clip_frac",
-    "rescued_frac",
-    "cov_selected_frac",
-    "approx_kl",
-)
 
 # Logit elements per no-grad forward chunk (old log-probs, eval entropy): bounds memory for
 # large vocabularies (rows * (T+1) * V float32 values, ~256 MiB); the tiny policy fits in one.
@@ -424,7 +410,7 @@ def _train_step(
 
     # --- 3. update: ppo_epochs passes, each a shuffle split into mini_batches optimizer steps
     start = time.perf_counter()
-    sums: dict[str, float] = dict.fromkeys((*_LOSS_METRICS, "loss", "grad_norm"), 0.0)
+    sums: dict[str, float] = dict.fromkeys((*METRIC_KEYS, "loss", "grad_norm"), 0.0)
     updates = 0
     for _epoch in range(job.ppo_epochs):
         order = torch.randperm(batch.size, generator=shuffle_gen)
@@ -454,7 +440,7 @@ def _train_step(
             optimizer.step()
             sums["loss"] += loss_value
             sums["grad_norm"] += float(grad_norm)
-            for key in _LOSS_METRICS:
+            for key in METRIC_KEYS:
                 sums[key] += float(out.metrics.get(key, 0.0))
             updates += 1
     engine.sync_weights()
