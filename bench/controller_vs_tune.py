@@ -125,8 +125,10 @@ def main() -> None:
     finally:
         ray.shutdown()
     per = lambda wall: (wall - ideal) * args.concurrency / args.trials  # noqa: E731
-    print(f"trials={args.trials} steps={args.steps} step_seconds={args.step_seconds} "
-          f"concurrency={args.concurrency} (ideal wall {ideal:.2f}s)")
+    print(
+        f"trials={args.trials} steps={args.steps} step_seconds={args.step_seconds} "
+        f"concurrency={args.concurrency} (ideal wall {ideal:.2f}s)"
+    )
     print(f"sweeper  wall {ours:7.2f}s  overhead/trial {per(ours) * 1000:7.1f} ms")
     print(f"ray tune wall {theirs:7.2f}s  overhead/trial {per(theirs) * 1000:7.1f} ms")
     print(f"ratio sweeper/tune wall = {ours / theirs:.2f}")

@@ -135,22 +135,14 @@ def submit_sweep(
 
     Bad input (recipe, cluster file, an unreachable cluster, a refused token) raises
     ``InputError`` before anything is written."""
-    from sweeper.recipe import load_recipe
-    from sweeper.sweeps import prepare_sweep, resolve_storage
+    from sweeper.sweeps import check_sweep_inputs, create_sweep_dir
 
     # Bad input fails before any network call and before anything is written.
-    recipe, _ = load_recipe(recipe_path, list(overrides or []))
-    cluster = load_cluster(cluster_path) if cluster_path else None
-    root = resolve_storage(storage, recipe, cluster)
-    if "://" in root and not root.startswith("file://") and not recipe.run.optuna_storage:
-        raise InputError(
-            f"{root}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy URL, e.g. "
-            "postgresql://... or sqlite:////path/on/the/head/optuna.db)"
-        )
+    recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
     target = _target(cluster, cluster_path, address)
     client = job_client(target, cluster.auth_token_env if cluster is not None else None)
     url = dashboard_url(target)
-    _, _, store = prepare_sweep(recipe_path, overrides, storage, cluster_path)
+    store = create_sweep_dir(recipe, text, root, recipe_path, overrides)
     submission_id = store.name
     # "submitted" goes first: once the job runs, only the controller writes status.json.
     store.write_status(

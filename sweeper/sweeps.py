@@ -35,15 +35,14 @@ def open_sweep(sweep: str) -> SweepStore:
     return SweepStore.open(sweep)
 
 
-def prepare_sweep(
+def check_sweep_inputs(
     recipe_path: str,
     overrides: list[str] | None = None,
     storage: str | None = None,
     cluster_path: str | None = None,
-) -> tuple[Recipe, ClusterConfig | None, SweepStore]:
-    """Validate the recipe and cluster file and create the sweep dir (refusing to overwrite)."""
-    from sweeper.store import manifest
-
+) -> tuple[Recipe, str, ClusterConfig | None, str]:
+    """Validate everything a new sweep needs, writing nothing: returns the recipe, its YAML text,
+    the cluster file (if any) and the storage root."""
     recipe, text = load_recipe(recipe_path, list(overrides or []))
     cluster = load_cluster(cluster_path) if cluster_path else None
     root = resolve_storage(storage, recipe, cluster)
@@ -52,14 +51,34 @@ def prepare_sweep(
             f"storage {root}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy URL, "
             "e.g. postgresql://... or sqlite:////shared/disk/optuna.db)"
         )
-    store = SweepStore.create(
+    return recipe, text, cluster, root
+
+
+def create_sweep_dir(
+    recipe: Recipe, text: str, root: str, recipe_path: str, overrides: list[str] | None
+) -> SweepStore:
+    """Create ``<root>/<recipe.name>/`` with the recipe, its resolved form and the manifest
+    (refusing to overwrite an existing sweep)."""
+    from sweeper.store import manifest
+
+    return SweepStore.create(
         root,
         recipe.name,
         recipe_text=text,
         resolved=recipe.resolved(),
         manifest=manifest({"recipe_path": os.path.abspath(recipe_path), "overrides": overrides}),
     )
-    return recipe, cluster, store
+
+
+def prepare_sweep(
+    recipe_path: str,
+    overrides: list[str] | None = None,
+    storage: str | None = None,
+    cluster_path: str | None = None,
+) -> tuple[Recipe, ClusterConfig | None, SweepStore]:
+    """Validate the recipe and cluster file and create the sweep dir (refusing to overwrite)."""
+    recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
+    return recipe, cluster, create_sweep_dir(recipe, text, root, recipe_path, overrides)
 
 
 def run_sweep(

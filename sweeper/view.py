@@ -48,7 +48,9 @@ def status_view(status: dict[str, Any]) -> RenderableType:
             f"  trial {best['trial']}  {params}",
         )
     bar = Table.grid(padding=(0, 1))
-    bar.add_row("trials", ProgressBar(total=total, completed=finished, width=40), f"{finished}/{total}")
+    bar.add_row(
+        "trials", ProgressBar(total=total, completed=finished, width=40), f"{finished}/{total}"
+    )
     parts: list[RenderableType] = [head, bar, best_line]
     jobs = status.get("jobs_running") or []
     if jobs:
@@ -72,8 +74,6 @@ def status_view(status: dict[str, Any]) -> RenderableType:
         parts.append(Text(f"{pending} jobs queued", style="dim"))
     parts.append(Text(f"updated {status.get('updated_at', '?')}", style="dim"))
     return Group(*parts)
-
-
 
 
 def rank_table(ranked: pd.DataFrame, metric: str, max_rows: int = 50) -> Table:

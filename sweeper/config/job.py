@@ -46,7 +46,9 @@ class TinyPolicyConfig(_Strict):
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyPolicyConfig:
         if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
+            )
         return self
 
 

@@ -154,9 +154,7 @@ class GPPOLoss(_LossParams):
     dual_clip_c: float | None = _dual_clip()
     agg: Aggregation = _agg()
     beta_low: float = Field(1.0, ge=0.0, description="Gradient scale on A<0, r<1-eps_low tokens.")
-    beta_high: float = Field(
-        1.0, ge=0.0, description="Gradient scale on A>0, r>1+eps_high tokens."
-    )
+    beta_high: float = Field(1.0, ge=0.0, description="Gradient scale on A>0, r>1+eps_high tokens.")
 
 
 class GSPOLoss(_LossParams):

@@ -27,8 +27,15 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_writes_a_complete_sweep_dir(finished_sweep: Path) -> None:
-    for name in ("recipe.yaml", "recipe.resolved.json", "manifest.json", "trials.parquet",
-                 "runs.parquet", "status.json", "optuna.db"):
+    for name in (
+        "recipe.yaml",
+        "recipe.resolved.json",
+        "manifest.json",
+        "trials.parquet",
+        "runs.parquet",
+        "status.json",
+        "optuna.db",
+    ):
         assert (finished_sweep / name).exists(), name
     assert "--set job.steps=6" in (finished_sweep / "recipe.yaml").read_text()
 
@@ -54,7 +61,9 @@ def test_status_rank_export_report(finished_sweep: Path, tmp_path: Path) -> None
     recipe, _ = load_recipe(str(files[0]))  # the export re-runs as a recipe
     assert recipe.job.loss.eps_low == 0.15 and recipe.space == {}
 
-    verl = runner.invoke(app, ["export", str(finished_sweep), "--format", "verl", "--out", str(out)])
+    verl = runner.invoke(
+        app, ["export", str(finished_sweep), "--format", "verl", "--out", str(out)]
+    )
     assert verl.exit_code == 0, verl.output
 
     report = runner.invoke(app, ["report", str(finished_sweep)])

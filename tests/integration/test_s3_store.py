@@ -7,14 +7,12 @@ exported and reported from there. Skips cleanly when moto (server extra) or boto
 from __future__ import annotations
 
 import math
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] not installed")
+pytest.importorskip("moto.server", reason="moto[server] not installed")
 boto3 = pytest.importorskip("boto3")
 
 from sweeper.errors import InputError  # noqa: E402
@@ -26,45 +24,12 @@ from sweeper.store import SweepStore, manifest  # noqa: E402
 from tests.unit.test_store import RECIPE_TEXT, TRIALS, trace_rows  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto S3 server with an empty bucket ``bucket``; yields the endpoint URL."""
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SWEEPER_S3_ENDPOINT", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-        Bucket="bucket"
-    )
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
 def _keys(endpoint: str) -> list[str]:
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     return [o["Key"] for o in client.list_objects_v2(Bucket="bucket").get("Contents", [])]
 
 
-def test_sweep_dir_on_s3(s3: str, tmp_path: Path) -> None:
+def test_sweep_dir_on_s3(moto_s3: str, tmp_path: Path) -> None:
     resolved = Recipe.model_validate(yaml.safe_load(RECIPE_TEXT)).resolved()
     store = SweepStore.create("s3://bucket/sweeps", "x", RECIPE_TEXT, resolved, manifest())
     assert store.uri == "s3://bucket/sweeps/x" and not store.is_local
@@ -88,7 +53,7 @@ def test_sweep_dir_on_s3(s3: str, tmp_path: Path) -> None:
     store.write_runs(runs)
     store.write_status({"counts": {"COMPLETE": 3, "FAIL": 1}})
 
-    keys = _keys(s3)
+    keys = _keys(moto_s3)
     assert (
         "sweeps/x/trials.parquet" in keys and "sweeps/x/traces/t000002-s1-a1-p00001.parquet" in keys
     )

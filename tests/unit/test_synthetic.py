@@ -10,8 +10,12 @@ from sweeper.synthetic import final_accuracy, run_synthetic
 
 
 def job(**loss) -> dict:
-    return {"kind": "synthetic", "steps": 10, "eval": {"every": 4, "ks": [1, 4], "samples": 4},
-            "loss": {"kind": "ppo_clip", **loss}}
+    return {
+        "kind": "synthetic",
+        "steps": 10,
+        "eval": {"every": 4, "ks": [1, 4], "samples": 4},
+        "loss": {"kind": "ppo_clip", **loss},
+    }
 
 
 def test_rows_per_step_with_eval_at_0_every_and_last() -> None:
