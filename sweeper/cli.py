@@ -91,6 +91,7 @@ def run(
     live, update = _live_runner()
     with live:
         status = run_sweep(parsed, store, cluster_cfg, address=address, on_update=update)
+    console.print()
     console.print(f"[bold]{status['state']}[/bold] — sweep dir: {store.uri}")
     _exit_for(status)
 
@@ -169,6 +170,7 @@ def resume(
     live, update = _live_runner()
     with live:
         st = resume_sweep(sweep, cluster, address, on_update=update)
+    console.print()
     console.print(f"[bold]{st['state']}[/bold]")
     _exit_for(st)
 
