@@ -46,6 +46,7 @@ log = logging.getLogger("sweeper.controller")
 FLUSH_SECONDS = 2.0  # how often a running job's buffered rows become a trace part file
 DRAIN_TIMEOUT = 1.0  # long-poll length of one drain call
 STOP_CHECK_SECONDS = 2.0  # how often the controller looks for a `sweeper stop` request
+CAPACITY_SECONDS = 5.0  # how long a reading of the cluster's resources is trusted
 PUBLISH_SECONDS = 1.0  # status.json refresh for step progress (state changes publish at once)
 CONTROL_FILE = "control.json"
 
@@ -203,12 +204,17 @@ class Controller:
         cluster: ClusterConfig | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
         cache_dir: str | None = None,
+        fixed_size: bool = True,
     ) -> None:
         self.recipe = recipe
         self.store = store
         self.cluster = cluster
         self.on_update = on_update
         self.cache_dir = cache_dir
+        # A fixed-size Ray (the embedded one) can never grow: a job it cannot hold is bad input.
+        # A cluster may autoscale: a pending worker is what asks it for a node.
+        self.fixed_size = fixed_size
+        self._capacity_cache: tuple[float, int] = (-math.inf, 0)
         self.param_keys = recipe.param_keys()
         self.resources = (
             recipe.run.resources
@@ -349,9 +355,13 @@ class Controller:
         return worker, {}
 
     def _capacity(self) -> int:
-        """Concurrent jobs: max_concurrent, capped by what the cluster can hold at once."""
+        """Concurrent jobs: max_concurrent, capped by what the cluster can hold at once
+        (re-read every few seconds: nodes come and go)."""
         import ray
 
+        checked_at, cached = self._capacity_cache
+        if time.monotonic() - checked_at < CAPACITY_SECONDS:
+            return cached
         total = ray.cluster_resources()
         r = self.resources
         cap = self.recipe.search.max_concurrent
@@ -359,10 +369,14 @@ class Controller:
         for name, amount in needs.items():
             if amount > 0:
                 cap = min(cap, int(total.get(name, 0.0) // amount + 1e-9))
-        if cap == 0:
+        if cap == 0 and self.fixed_size:
             raise InputError(
-                f"no node can hold one job's resources {needs} (cluster has {dict(total)})"
+                f"no node can hold one job's resources {needs} (this Ray has {dict(total)})"
             )
+        if cap == 0:
+            log.warning("the cluster cannot hold a job %s yet; waiting for it to scale up", needs)
+            cap = 1  # one pending worker asks an autoscaler for a node
+        self._capacity_cache = (time.monotonic(), cap)
         return cap
 
     def _start(

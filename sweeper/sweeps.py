@@ -91,7 +91,10 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run (or resume) a prepared sweep in this process until it ends; returns the final status."""
     with ray_session(cluster, address=address):
-        controller = Controller(recipe, store, cluster=cluster, on_update=on_update)
+        embedded = address is None and (cluster is None or cluster.kind == "local")
+        controller = Controller(
+            recipe, store, cluster=cluster, on_update=on_update, fixed_size=embedded
+        )
         return controller.run(resume=resume)
 
 

@@ -209,3 +209,18 @@ def test_stop_then_resume_finishes_without_duplicates(local_ray, tmp_path: Path)
     assert len(traces) == 4 * 21
     assert set(traces["trial"]) == set(complete["trial"])
     assert isinstance(trials, pd.DataFrame)
+
+
+def test_job_that_fits_no_node(local_ray, tmp_path: Path) -> None:
+    from sweeper.errors import InputError
+
+    path = synthetic_recipe(tmp_path, run={"resources": {"num_gpus": 1}})
+    controller, store = start(path)
+    # The embedded Ray cannot grow: a GPU job on a CPU-only Ray is bad input, said at once.
+    with pytest.raises(InputError, match="no node can hold one job's resources"):
+        controller.run()
+    assert store.read_trials().empty  # refused before any trial started
+    # A cluster that may autoscale gets one pending worker, which asks it for a node.
+    recipe, _ = load_recipe(path)
+    elastic = Controller(recipe, store, fixed_size=False)
+    assert elastic._capacity() == 1
