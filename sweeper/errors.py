@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import functools
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
 
 
 class InputError(Exception):
@@ -17,7 +20,9 @@ def describe_validation_error(err: ValidationError, source: str = "") -> str:
     for e in err.errors():
         # Drop pydantic's union-branch tags (e.g. 'nsr', 'function-after[...]') from the path.
         loc = ".".join(
-            str(p) for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in _TAGS))
+            str(p)
+            for p in e["loc"]
+            if not (isinstance(p, str) and ("[" in p or p in _union_tags()))
         )
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
@@ -33,9 +38,20 @@ def describe_validation_error(err: ValidationError, source: str = "") -> str:
     return prefix + "; ".join(parts)
 
 
-# Discriminator tags pydantic puts into error locations for tagged unions.
-_TAGS = {
-    "ppo_clip", "nsr", "clip_cov", "kl_cov", "gppo", "gspo",
-    "rlvr", "synthetic", "addition", "gsm8k", "random", "user",
-    "grid", "choice", "uniform", "log_uniform", "int",
-}  # fmt: skip
+@functools.cache
+def _union_tags() -> frozenset[str]:
+    """The discriminator values (``kind``/``type``) of the tagged unions in the schemas: pydantic
+    puts them into error locations, where they would only confuse a user."""
+    from sweeper.config.job import JobConfig, TaskConfig
+    from sweeper.config.loss import LossConfig
+    from sweeper.space import ParamSpec
+
+    tags = set()
+    for union in (JobConfig, TaskConfig, LossConfig, ParamSpec):
+        members: tuple[Any, ...] = get_args(get_args(union)[0])
+        for model in members:
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                for field in ("kind", "type"):
+                    if field in model.model_fields:
+                        tags.add(str(model.model_fields[field].default))
+    return frozenset(tags)

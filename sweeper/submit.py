@@ -95,6 +95,15 @@ def _target(cluster: ClusterConfig | None, cluster_path: str | None, address: st
     return target
 
 
+def _connect(
+    cluster: ClusterConfig | None, cluster_path: str | None, address: str | None
+) -> tuple[Any, str]:
+    """The Jobs API client and its URL, from --address or the cluster file."""
+    target = _target(cluster, cluster_path, address)
+    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
+    return client, dashboard_url(target)
+
+
 def _runtime_env(cluster: ClusterConfig | None) -> dict[str, Any]:
     runtime_env: dict[str, Any] = dict(cluster.runtime_env) if cluster is not None else {}
     # Ship this very package: the controller and its workers run the client's sweeper code.
@@ -139,9 +148,7 @@ def submit_sweep(
 
     # Bad input fails before any network call and before anything is written.
     recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
-    target = _target(cluster, cluster_path, address)
-    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
-    url = dashboard_url(target)
+    client, url = _connect(cluster, cluster_path, address)
     store = create_sweep_dir(recipe, text, root, recipe_path, overrides)
     submission_id = store.name
     # "submitted" goes first: once the job runs, only the controller writes status.json.
@@ -187,9 +194,7 @@ def submit_resume(sweep: str, cluster_path: str | None, address: str | None) -> 
 
     store = open_sweep(sweep)
     cluster = load_cluster(cluster_path) if cluster_path else None
-    target = _target(cluster, cluster_path, address)
-    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
-    url = dashboard_url(target)
+    client, url = _connect(cluster, cluster_path, address)
     previous = store.read_json(SUBMISSION_JSON) or {}
     last = previous.get("submission_id")
     if last:
