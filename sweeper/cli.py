@@ -209,12 +209,12 @@ def export(
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Export the best configs as a recipe, verl overrides or TRL GRPOConfig kwargs."""
-    from sweeper.export import export_best
+    from sweeper.export import FORMATS, export_best
     from sweeper.sweeps import open_sweep
 
-    if fmt not in ("yaml", "verl", "trl"):
-        raise InputError(f"--format {fmt!r}: choose yaml, verl or trl")
-    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):  # type: ignore[arg-type]
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
+    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):
         console.print(f"wrote {path}")
 
 
@@ -235,7 +235,7 @@ def report(
 @handles_input_errors
 def validate(path: Annotated[str, typer.Argument(help="A recipe or cluster file.")]) -> None:
     """Check a recipe or cluster file."""
-    from sweeper.recipe import validate_path
+    from sweeper.config.files import validate_path
 
     console.print(f"[green]ok[/green] {validate_path(path)}")
 

@@ -22,7 +22,6 @@ Same seed on the same machine -> identical rows, except ``time_*`` and ``tokens_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -38,13 +37,15 @@ import torch
 from pydantic import ValidationError
 
 from sweeper.config.job import RLVRJob
-from sweeper.errors import InputError, describe_validation_error
+from sweeper.config.messages import describe_validation_error
+from sweeper.errors import InputError
 from sweeper.rl.advantages import group_advantages
 from sweeper.rl.losses import METRIC_KEYS, policy_loss
 from sweeper.rl.metrics import entropy_from_logits, pass_at_k, token_logprobs_and_entropy
 from sweeper.rl.policy import BasePolicy, TokenizerLike, load_base_policy, warm_start_identity
 from sweeper.rl.rollout import RolloutBatch, RolloutEngine, make_engine, response_logits
 from sweeper.rl.tasks import Problem, Task, make_task
+from sweeper.seeding import derive_seed
 
 __all__ = [
     "EVAL_KEYS",
@@ -104,12 +105,6 @@ def validate_job(job: dict[str, Any] | RLVRJob) -> RLVRJob:
 def row_keys(job: RLVRJob) -> list[str]:
     """Every row's keys, in order: ``step``, the train columns, ``pass_at_{k}``, eval columns."""
     return ["step", *TRAIN_KEYS, *(f"pass_at_{k}" for k in job.eval.ks), *EVAL_KEYS]
-
-
-def _derive_seed(*parts: object) -> int:
-    """An independent 63-bit seed per (job seed, purpose, ...), stable across processes."""
-    digest = hashlib.sha256(json.dumps(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -258,11 +253,11 @@ class JobRunner:
 
         # --- seeding: one independent stream per purpose, so e.g. eval frequency does not
         # change the training trajectory
-        torch.manual_seed(_derive_seed(seed, "torch"))
-        prompt_rng = random.Random(_derive_seed(seed, "prompts"))
-        sample_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "sample"))
-        loss_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "loss"))
-        shuffle_gen = torch.Generator().manual_seed(_derive_seed(seed, "shuffle"))
+        torch.manual_seed(derive_seed(seed, "torch"))
+        prompt_rng = random.Random(derive_seed(seed, "prompts"))
+        sample_gen = torch.Generator(device).manual_seed(derive_seed(seed, "sample"))
+        loss_gen = torch.Generator(device).manual_seed(derive_seed(seed, "loss"))
+        shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
         reset = getattr(task, "reset", None)
         if callable(reset):
             reset(seed)
@@ -275,7 +270,7 @@ class JobRunner:
             row: dict[str, Any] = dict.fromkeys(keys, math.nan)
             row["step"] = step
             if _is_eval_step(step, job):
-                eval_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "eval", step))
+                eval_gen = torch.Generator(device).manual_seed(derive_seed(seed, "eval", step))
                 row.update(
                     _evaluate(
                         job,

@@ -40,7 +40,8 @@ from sweeper.config.loss import (
     PPOClipLoss,
     parse_loss_config,
 )
-from sweeper.errors import InputError, describe_validation_error
+from sweeper.config.messages import describe_validation_error
+from sweeper.errors import InputError
 
 __all__ = [
     "METRIC_KEYS",

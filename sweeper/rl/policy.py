@@ -64,7 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the tiny model, tokenizer or warm-start procedure changes (new cache key)."""
 
 WARM_START_CHECK_EVERY = 50

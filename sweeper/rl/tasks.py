@@ -42,7 +42,6 @@ and in the recipe: ``task: {kind: user, fn: "mytask:make", args: {}}``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -56,6 +55,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sweeper.config.job import AdditionTask, FileTask, RandomRewardTask, TaskConfig, UserTask
 from sweeper.errors import InputError
+from sweeper.seeding import derive_seed
 
 __all__ = [
     "AdditionVerifier",
@@ -168,12 +168,6 @@ def numbers_match(a: float | None, b: float | None, rel_tol: float = 1e-6) -> bo
     return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
 
 
-def _stable_seed(*parts: object) -> int:
-    """A seed derived from ``parts`` that is the same in every process (unlike ``hash``)."""
-    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 # --------------------------------------------------------------------------- addition
 
 
@@ -194,7 +188,7 @@ class AdditionVerifier:
         total = span * span
         # Hold out up to 512 problems but never more than a fifth of the space (1 digit: 20).
         pool_size = max(1, min(512, total // 5))
-        rng = random.Random(_stable_seed("addition-eval", digits))
+        rng = random.Random(derive_seed("addition-eval", digits))
         pool: list[tuple[int, int]] = []
         seen: set[tuple[int, int]] = set()
         while len(pool) < pool_size:
@@ -243,7 +237,7 @@ class RandomReward(AdditionVerifier):
 
     def reset(self, seed: int) -> None:
         """Re-seed the reward RNG from the job seed (same seed -> same reward sequence)."""
-        self._rng = random.Random(_stable_seed("random-reward", seed))
+        self._rng = random.Random(derive_seed("random-reward", seed))
 
     def reward(self, problem: Problem, response: str) -> float:
         return 1.0 if self._rng.random() < self.p else 0.0
@@ -377,7 +371,7 @@ def make_task(cfg: TaskConfig | dict[str, Any]) -> Task:
     if isinstance(cfg, dict):
         from pydantic import TypeAdapter, ValidationError
 
-        from sweeper.errors import describe_validation_error
+        from sweeper.config.messages import describe_validation_error
 
         try:
             cfg = TypeAdapter(TaskConfig).validate_python(cfg)

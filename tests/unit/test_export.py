@@ -12,9 +12,9 @@ import yaml
 from pydantic import TypeAdapter
 
 from sweeper.config.job import JobConfig
+from sweeper.config.recipe import Recipe
 from sweeper.errors import InputError
 from sweeper.export import VERL_NO_DUAL_CLIP, apply_params, export_best, trl_kwargs, verl_overrides
-from sweeper.recipe import Recipe
 from sweeper.store import SweepStore
 from tests.unit.test_store import RECIPE_TEXT, build_sweep
 

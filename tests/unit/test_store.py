@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import sweeper.store as store_mod
+import sweeper.storage as store_mod
+from sweeper.config.recipe import Recipe
 from sweeper.errors import InputError
-from sweeper.recipe import Recipe
 from sweeper.store import SweepStore, decode_param, manifest
 
 RECIPE_TEXT = """\
