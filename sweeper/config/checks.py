@@ -1,4 +1,4 @@
-"""What a recipe's schema alone cannot check (run by ``Recipe``'s validator).
+"""What a recipe's schema alone cannot check (run by ``CheckedRecipe``'s validator).
 
 - ``grid`` needs discrete axes (lists, ``choice``, ``int``); ``optuna`` needs ``n_trials`` and a
   non-empty space; the job and loss ``kind`` are fixed per recipe, never searched;
@@ -16,26 +16,34 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sweeper.config.space import describe_spec, endpoint_values, expand_grid, grid_size, is_discrete
 from sweeper.errors import InputError
 
-if TYPE_CHECKING:
-    from sweeper.config.recipe import Recipe
+
+class CheckedRecipe(Protocol):
+    """What the checks read of a recipe (``sweeper.config.recipe.Recipe``, which runs them)."""
+
+    space: dict[str, Any]
+    search: Any
+    job: Any
+
+    def job_for(self, params: dict[str, Any]) -> Any: ...
+
 
 GRID_CHECK_LIMIT = 10_000
 """Grids up to this many points are validated point by point at load time."""
 
 
-def check_recipe(recipe: Recipe) -> None:
+def check_recipe(recipe: CheckedRecipe) -> None:
     """Every semantic check of a recipe, in order; ``ValueError`` on the first failure."""
     _check_search(recipe)
     jobs = _check_space_values(recipe)
     _check_clipping_can_act(recipe, jobs)
 
 
-def _check_search(recipe: Recipe) -> None:
+def _check_search(recipe: CheckedRecipe) -> None:
     for key in ("kind", "loss.kind"):
         if key in recipe.space:
             raise ValueError(
@@ -57,7 +65,7 @@ def _check_search(recipe: Recipe) -> None:
             raise ValueError("space: empty, so optuna has nothing to search; use search.kind: grid")
 
 
-def _checkable_grid(recipe: Recipe) -> list[dict[str, Any]] | None:
+def _checkable_grid(recipe: CheckedRecipe) -> list[dict[str, Any]] | None:
     """All points of the space when it is discrete and small enough to check them all."""
     if not all(is_discrete(spec) for spec in recipe.space.values()):
         return None
@@ -66,7 +74,7 @@ def _checkable_grid(recipe: Recipe) -> list[dict[str, Any]] | None:
     return expand_grid(recipe.space)
 
 
-def _contexts(recipe: Recipe, key: str) -> list[dict[str, Any]]:
+def _contexts(recipe: CheckedRecipe, key: str) -> list[dict[str, Any]]:
     """Settings of the other searched keys to try a value of ``key`` with (their values, or the
     ends of their ranges), or none if there are too many."""
     others = {k: endpoint_values(spec) for k, spec in recipe.space.items() if k != key}
@@ -76,7 +84,7 @@ def _contexts(recipe: Recipe, key: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*others.values())]
 
 
-def _check_space_values(recipe: Recipe) -> list[Any]:
+def _check_space_values(recipe: CheckedRecipe) -> list[Any]:
     """Check every value (and every point of a checkable grid); returns the jobs of the grid
     points (or of the base job when the grid is not checkable)."""
     # One key at a time first, so the message names the key at fault. A value that fails alone
@@ -110,13 +118,13 @@ def _check_space_values(recipe: Recipe) -> list[Any]:
     return jobs
 
 
-def _off_policy_keys(recipe: Recipe) -> list[str]:
+def _off_policy_keys(recipe: CheckedRecipe) -> list[str]:
     """The searched keys that the loss kind declares as acting only off-policy."""
     knobs = set(type(recipe.job.loss).off_policy_params())
     return [k for k in recipe.space if k.startswith("loss.") and k.removeprefix("loss.") in knobs]
 
 
-def _check_clipping_can_act(recipe: Recipe, jobs: list[Any]) -> None:
+def _check_clipping_can_act(recipe: CheckedRecipe, jobs: list[Any]) -> None:
     keys = _off_policy_keys(recipe)
     if not keys:
         return
