@@ -1,4 +1,4 @@
-"""What a recipe's schema alone cannot check (run by ``CheckedRecipe``'s validator).
+"""What a recipe's schema alone cannot check (run by ``Recipe``'s validator).
 
 - ``grid`` needs discrete axes (lists, ``choice``, ``int``); ``optuna`` needs ``n_trials`` and a
   non-empty space; the job and loss ``kind`` are fixed per recipe, never searched;
