@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.cluster import ClusterConfig
+from sweeper.config.job import SAMPLES_KEY
 from sweeper.errors import InputError
 from sweeper.rank import trial_value
 from sweeper.recipe import Recipe
@@ -452,6 +453,10 @@ class Controller:
 
     def _on_row(self, a: Attempt, row: dict[str, Any]) -> None:
         self._progressed = True
+        # Logged eval completions (eval.log_samples) go to samples/, never into the traces.
+        samples = row.pop(SAMPLES_KEY, None)
+        if samples:
+            self.store.append_samples(a.trial, a.seed, a.attempt, int(row["step"]), samples)
         a.buffer.append(row)
         a.rows.append(row)
         a.step = int(row["step"])

@@ -1,10 +1,12 @@
 """Torch-free configuration models shared by the recipe (driver side) and the job (worker side)."""
 
 from sweeper.config.job import (
+    SAMPLES_KEY,
     AdditionTask,
     EvalConfig,
     FileTask,
     JobConfig,
+    LoRAConfig,
     PolicyConfig,
     RandomRewardTask,
     RLVRJob,
@@ -30,6 +32,7 @@ from sweeper.config.loss import (
 __all__ = [
     "AGGREGATIONS",
     "LOSS_PARAMS",
+    "SAMPLES_KEY",
     "AdditionTask",
     "ClipCovLoss",
     "EvalConfig",
@@ -38,6 +41,7 @@ __all__ = [
     "GSPOLoss",
     "JobConfig",
     "KLCovLoss",
+    "LoRAConfig",
     "LossConfig",
     "NSRLoss",
     "PPOClipLoss",

@@ -126,7 +126,7 @@ def test_entropy_matches_direct_recomputation(runner) -> None:
     batch = HFEngine(model, tok.eos_id, tok.pad_id).generate(
         prompts, n=3, temperature=1.3, max_new_tokens=5, generator=torch.Generator().manual_seed(0)
     )
-    logp, entropy = job_module._logp_and_entropy(model, batch, temperature=1.3)
+    logp, entropy = job_module.logp_and_entropy(model, batch, temperature=1.3)
     for i in range(batch.size):
         prompt = prompts[i // 3]
         n = int(batch.response_lengths()[i])
