@@ -33,20 +33,6 @@ SMALL = {
 TIMING = {"time_generate_s", "time_old_logp_s", "time_update_s", "tokens_per_s", "time_eval_s"}
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """A private SWEEPER_CACHE for the session: the warm start is built once, here."""
-    path = tmp_path_factory.mktemp("sweeper_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SWEEPER_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="session")
-def runner(cache_dir) -> JobRunner:
-    return JobRunner(cache_dir=cache_dir)
-
-
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
