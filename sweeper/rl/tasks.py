@@ -191,6 +191,17 @@ def _math_parse(text: str) -> list[Any]:
     return list(parse(text, parsing_timeout=_math_verify_timeout()))  # type: ignore[arg-type]
 
 
+def _math_parse_reference(text: str) -> list[Any]:
+    """A reference answer is the bare answer ("\\sqrt{2}", "x^2 + 2x + 1", "72"): math-verify
+    reads LaTeX only inside a math environment, so it is wrapped in ``$...$`` unless it already
+    has one (then, or if that finds nothing, it is parsed as given)."""
+    if "$" not in text and "\\boxed" not in text:
+        wrapped = _math_parse(f"${text}$")
+        if wrapped:
+            return wrapped
+    return _math_parse(text)
+
+
 def math_verify_match(reference: str | list[Any], response: str) -> bool:
     """Whether ``response`` states the ``reference`` answer, by ``math-verify``.
 
@@ -200,7 +211,7 @@ def math_verify_match(reference: str | list[Any], response: str) -> bool:
     """
     from math_verify import verify
 
-    gold = _math_parse(reference) if isinstance(reference, str) else reference
+    gold = _math_parse_reference(reference) if isinstance(reference, str) else reference
     if not gold:
         return False
     answer = _math_parse(response)
@@ -387,7 +398,7 @@ class FileQATask:
             return _format_number(reference)
         text = answer_text.rsplit("####", 1)[1] if "####" in answer_text else answer_text
         text = text.strip()
-        gold = _math_parse(text)
+        gold = _math_parse_reference(text)
         if not gold:
             raise InputError(f"task.path: {self.path}: row {row}: math-verify finds no answer")
         self._gold[text] = gold
