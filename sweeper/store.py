@@ -659,7 +659,6 @@ class SweepStore:
         df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
         return df
 
-
     # ---------------------------------------------------------------- eval samples
 
     def append_samples(

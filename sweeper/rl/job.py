@@ -339,9 +339,7 @@ class JobRunner:
         """The job's live policy (not yet reset)."""
         base = self.base(job, device)
         lora = job.policy.lora.model_dump(mode="json") if job.policy.lora is not None else None
-        key = json.dumps(
-            [self._base_key(job), job.param_dtype, lora, str(device)], sort_keys=True
-        )
+        key = json.dumps([self._base_key(job), job.param_dtype, lora, str(device)], sort_keys=True)
         if key not in self._policies:
             self._policies[key] = LivePolicy(
                 base, device, _DTYPES[job.param_dtype], job.policy.lora

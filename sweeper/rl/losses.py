@@ -517,7 +517,9 @@ def _agg_seq_mean_token_mean(
     return per_seq.sum() / max(totals.n_seqs, 1)
 
 
-def _agg_seq_mean_token_sum(loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals) -> Tensor:
+def _agg_seq_mean_token_sum(
+    loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals
+) -> Tensor:
     return loss.sum() / max(totals.n_seqs, 1)
 
 

@@ -13,7 +13,7 @@ import torch
 import sweeper.rl.job as job_module
 from sweeper.config.job import RLVRJob
 from sweeper.errors import InputError
-from sweeper.rl.job import JobRunner, NonFiniteLossError, row_keys, run_job
+from sweeper.rl.job import NonFiniteLossError, row_keys, run_job
 from sweeper.rl.losses import LossOutput
 from sweeper.rl.metrics import token_logprobs_and_entropy
 from sweeper.rl.policy import CharTokenizer, greedy_accuracy, load_base_policy

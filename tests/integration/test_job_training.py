@@ -281,9 +281,10 @@ def test_templated_prompt_is_exactly_the_tokenizers_template(chat_policy_dir) ->
     text = "<|system|>Be exact.<|end|><|user|>12+34=<|end|><|assistant|>"
     assert encode("12+34=") == tok(text, add_special_tokens=False)["input_ids"]
     # Default: on when the tokenizer has a template; false: the raw prompt (with BOS).
-    assert prompt_encoder(hf, PolicyConfig(name=chat_policy_dir))("7") == tok(
-        "<|user|>7<|end|><|assistant|>", add_special_tokens=False
-    )["input_ids"]
+    assert (
+        prompt_encoder(hf, PolicyConfig(name=chat_policy_dir))("7")
+        == tok("<|user|>7<|end|><|assistant|>", add_special_tokens=False)["input_ids"]
+    )
     raw = prompt_encoder(hf, PolicyConfig(name=chat_policy_dir, chat_template=False))
     assert raw("7") == hf.encode_prompt("7")
 

@@ -42,9 +42,7 @@ def test_sweep_writes_samples_and_cli_prints_them(tmp_path: Path, cache_dir: Pat
     sweep = storage / "samples_demo"
     files = sorted(p.name for p in (sweep / "samples").iterdir())
     # 2 trials x 1 seed x eval steps 0 and 2
-    assert files == [
-        f"t{t:06d}-s0-a1-step{s:06d}.parquet" for t in (0, 1) for s in (0, 2)
-    ], files
+    assert files == [f"t{t:06d}-s0-a1-step{s:06d}.parquet" for t in (0, 1) for s in (0, 2)], files
     store = SweepStore.open(str(sweep))
     samples = store.read_samples()
     assert len(samples) == 2 * 2 * 4
