@@ -258,11 +258,15 @@ def logp_and_entropy(
 def _no_grad_pass(
     ctx: JobContext, batch: RolloutBatch, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``logp_and_entropy`` in micro-batch chunks (capped by the logit budget)."""
-    vocab = int(ctx.model.get_output_embeddings().weight.shape[0])
-    budget_rows = max(1, _LOGIT_BUDGET // ((batch.response_ids.shape[1] + 1) * vocab))
-    rows = min(ctx.micro_rows(batch.size), budget_rows)
-    return logp_and_entropy(ctx.model, batch, temperature, chunk_rows=rows, autocast=ctx.autocast)
+    """``logp_and_entropy`` in chunks of ``micro_batch_size`` rows when it is set (a grad pass
+    of that size fits, so a no-grad one does), else as the logit budget allows."""
+    return logp_and_entropy(
+        ctx.model,
+        batch,
+        temperature,
+        chunk_rows=ctx.job.micro_batch_size,
+        autocast=ctx.autocast,
+    )
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
