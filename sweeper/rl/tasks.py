@@ -80,7 +80,8 @@ __all__ = [
 class Problem:
     """One prompt with its reference answer.
 
-    ``prompt`` is the exact text the policy continues (no chat template is applied);
+    ``prompt`` is the task's text: the policy continues it as is, or, when the policy uses a
+    chat template (``policy.chat_template``), as the user turn of the rendered template;
     ``answer`` is the reference the verifier compares with; ``target`` is the full supervised
     continuation used by the tiny policy's warm start (defaults to ``answer``); ``meta`` is free
     for user tasks.
