@@ -583,7 +583,7 @@ def _update(
     ctx.optimizer.zero_grad(set_to_none=True)
     totals = dict.fromkeys((*METRIC_KEYS, "loss"), 0.0)
     for part in parts:
-        micro_batch = mini.rows(part)  # type: ignore[arg-type]  # slicing rows is indexing
+        micro_batch = mini.rows(part)  # type: ignore[arg-type]  # a slice indexes rows too
         with ctx.autocast():
             logits = response_logits(ctx.model, micro_batch)  # [m, T, V], with grad
         logp, _ = token_logprobs_and_entropy(logits, micro_batch.response_ids, job.temperature)

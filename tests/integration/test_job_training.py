@@ -96,6 +96,19 @@ def _params(ctx: JobContext) -> list[torch.Tensor]:
     return [p.detach().clone() for p in ctx.policy.trainable_parameters()]
 
 
+def _grads_at_step(ctx: JobContext) -> list[torch.Tensor]:
+    """Filled with the (clipped) gradients the optimizer's next step sees."""
+    seen: list[torch.Tensor] = []
+    step = ctx.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.extend(p.grad.detach().clone() for p in ctx.policy.trainable_parameters())
+        return step(*args, **kwargs)
+
+    ctx.optimizer.step = recording_step  # type: ignore[method-assign]
+    return seen
+
+
 # --------------------------------------------------------------------------- micro-batching
 
 
@@ -106,10 +119,17 @@ def test_micro_batched_step_equals_the_full_mini_batch_step(runner, kind, agg) -
     loss = {"kind": kind, **ACTIVE[kind], **({"agg": agg} if agg else {})}
     full = _context(runner, {**SMALL, "loss": loss})
     batch, old, adv, mask = _off_policy_batch(full)
+    want_grads = _grads_at_step(full)
     want = job_module._update(full, batch, old, adv, mask, step=0, update=0)
     want_params = _params(full)
     micro = _context(runner, {**SMALL, "loss": loss, "micro_batch_size": 3})  # resets weights
+    got_grads = _grads_at_step(micro)
     got = job_module._update(micro, batch, old, adv, mask, step=0, update=0)
+    # The accumulated gradient is the unsplit one (up to float summation order) ...
+    for g, h in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, h, atol=1e-8, rtol=1e-5)
+    # ... and so are the parameters after the AdamW step (measured: max |diff| 5.6e-7 over the
+    # cases, Adam's first step being lr·g/(|g|+eps), which magnifies noise on ~0 gradients).
     for p, q in zip(_params(micro), want_params, strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
     assert got.keys() == want.keys()
