@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from sweeper.errors import InputError
 
@@ -229,6 +230,35 @@ def report(
     from sweeper.sweeps import open_sweep
 
     console.print(f"wrote {write_report(open_sweep(sweep), out)}")
+
+
+@app.command()
+@handles_input_errors
+def samples(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    trial: Annotated[int | None, typer.Option(help="Only this trial.")] = None,
+    step: Annotated[int | None, typer.Option(help="Only this eval step.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show at most.")] = 50,
+) -> None:
+    """Print logged eval completions (prompt, response, reward, correct; eval.log_samples)."""
+    from sweeper.sweeps import open_sweep
+
+    rows = open_sweep(sweep).read_samples(trial=trial, step=step)
+    if rows.empty:
+        err_console.print("no samples (the recipe logs them with job.eval.log_samples: N)")
+        return
+    table = Table(title=f"eval samples ({min(len(rows), limit)} of {len(rows)})", show_lines=True)
+    for col in ("trial", "seed", "attempt", "step", "prompt", "response", "reward", "correct"):
+        table.add_column(col, overflow="fold")
+    for r in rows.head(limit).itertuples(index=False):
+        table.add_row(
+            *(str(v) for v in (r.trial, r.seed, r.attempt, r.step)),
+            Text(str(r.prompt)),  # model text is never read as rich markup
+            Text(str(r.response)),
+            f"{r.reward:.3g}",
+            "[green]yes[/green]" if r.correct else "[red]no[/red]",
+        )
+    console.print(table)
 
 
 @app.command()

@@ -9,6 +9,7 @@ A sweep lives in ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI (``
     trials.parquet          one row per trial (rewritten atomically)
     runs.parquet            one row per job attempt (rewritten atomically)
     traces/                 step rows, one Parquet part file per append
+    samples/                eval completions, one Parquet file per eval step (eval.log_samples)
     status.json             live counts, running jobs, best so far, updated_at
     optuna.db               the local Optuna sqlite storage (written by the controller)
 
@@ -34,6 +35,9 @@ Column conventions (plain pandas/pyarrow can read everything):
 - traces/: ``trial``, ``seed``, ``attempt``, ``step`` int64, then one float64 column per metric
   (NaN where not measured at that step). Part files are named
   ``t000003-s0-a1-p00002.parquet``; part files of one sweep may differ in their metric columns.
+- samples/: ``trial``, ``seed``, ``attempt``, ``step``, ``sample`` int64, ``prompt``,
+  ``response`` string, ``reward`` float64, ``correct`` bool; one file per (trial, seed, attempt,
+  eval step), named ``t000003-s0-a1-step000010.parquet``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ MANIFEST_JSON = "manifest.json"
 TRIALS_PARQUET = "trials.parquet"
 RUNS_PARQUET = "runs.parquet"
 TRACES_DIR = "traces"
+SAMPLES_DIR = "samples"
 STATUS_JSON = "status.json"
 OPTUNA_DB = "optuna.db"
 
@@ -83,9 +88,16 @@ RUN_COLUMNS = (
     "trial", "seed", "attempt", "state", "worker", "node", "started_at", "ended_at", "error",
 )  # fmt: skip
 TRACE_KEYS = ("trial", "seed", "attempt", "step")
+SAMPLE_COLUMNS = (*TRACE_KEYS, "sample", "prompt", "response", "reward", "correct")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")
+_SAMPLES = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-step(\d+)\.parquet$")
+_SAMPLE_SCHEMA = pa.schema(
+    [(k, pa.int64()) for k in (*TRACE_KEYS, "sample")]
+    + [("prompt", pa.string()), ("response", pa.string())]
+    + [("reward", pa.float64()), ("correct", pa.bool_())]
+)
 _TS = pa.timestamp("us", tz="UTC")
 
 
@@ -281,11 +293,6 @@ class SweepStore(StorageDir):
         if not store.exists(RESOLVED_JSON):
             raise InputError(f"{store.uri}: not a sweep directory (no {RESOLVED_JSON})")
         return store
-
-    @staticmethod
-    def manifest(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Alias of :func:`sweeper.store.manifest` (versions, git sha, host, created_at)."""
-        return manifest(extra)
 
     # ---------------------------------------------------------------- paths
 
@@ -495,6 +502,61 @@ class SweepStore(StorageDir):
         df = df.drop_duplicates(subset=list(TRACE_KEYS), keep="last")
         df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
         return df
+
+    # ---------------------------------------------------------------- eval samples
+
+    def append_samples(
+        self, trial: int, seed: int, attempt: int, step: int, samples: list[dict[str, Any]]
+    ) -> None:
+        """Write the logged eval ``samples`` of one eval step of one job attempt as ONE Parquet
+        file in samples/ (atomically, like the traces). Each sample has ``prompt``, ``response``
+        (text), ``reward`` (float), ``correct`` (bool) and optionally ``sample`` (its index;
+        default its position). An empty list writes nothing."""
+        if not samples:
+            return
+        name = f"t{int(trial):06d}-s{int(seed)}-a{int(attempt)}-step{int(step):06d}.parquet"
+        self._write_table(
+            f"{SAMPLES_DIR}/{name}", _samples_table(trial, seed, attempt, step, samples)
+        )
+
+    def read_samples(self, trial: int | None = None, step: int | None = None) -> pd.DataFrame:
+        """The logged eval samples (``SAMPLE_COLUMNS``), optionally of one trial and/or one step,
+        sorted by (trial, seed, attempt, step, sample); empty (with the columns) when none. Every
+        attempt is kept: a failed run's completions are what one reads after a collapse."""
+        keep = [n for n in self._listdir(SAMPLES_DIR) if _sample_file_matches(n, trial, step)]
+        if not keep:
+            return _SAMPLE_SCHEMA.empty_table().to_pandas()
+        tables = [self._read_table(f"{SAMPLES_DIR}/{name}") for name in keep]
+        df = pa.concat_tables([t.cast(_SAMPLE_SCHEMA) for t in tables if t is not None]).to_pandas()
+        return df.sort_values(list(SAMPLE_COLUMNS[:5]), kind="stable").reset_index(drop=True)
+
+
+def _samples_table(
+    trial: int, seed: int, attempt: int, step: int, samples: list[dict[str, Any]]
+) -> pa.Table:
+    n = len(samples)
+    try:
+        cols = {
+            "trial": [int(trial)] * n,
+            "seed": [int(seed)] * n,
+            "attempt": [int(attempt)] * n,
+            "step": [int(step)] * n,
+            "sample": [int(s.get("sample", i)) for i, s in enumerate(samples)],
+            "prompt": [str(s["prompt"]) for s in samples],
+            "response": [str(s["response"]) for s in samples],
+            "reward": [float(s["reward"]) for s in samples],
+            "correct": [bool(s["correct"]) for s in samples],
+        }
+    except KeyError as err:
+        raise ValueError(f"every sample needs {err.args[0]!r}") from None
+    return pa.table(cols, schema=_SAMPLE_SCHEMA)
+
+
+def _sample_file_matches(name: str, trial: int | None, step: int | None) -> bool:
+    m = _SAMPLES.match(name)
+    if m is None:
+        return False
+    return (trial is None or int(m.group(1)) == trial) and (step is None or int(m.group(4)) == step)
 
 
 _EMPTY_DTYPES = {

@@ -16,10 +16,12 @@ Modules (imports flow down this list, never up):
 
 from sweeper.config.cluster import ClusterConfig, resolve_resources, resolve_storage
 from sweeper.config.job import (
+    SAMPLES_KEY,
     AdditionTask,
     EvalConfig,
     FileTask,
     JobConfig,
+    LoRAConfig,
     PolicyConfig,
     RandomRewardTask,
     RLVRJob,
@@ -56,6 +58,7 @@ from sweeper.config.recipe import (
 __all__ = [
     "AGGREGATIONS",
     "LOSS_PARAMS",
+    "SAMPLES_KEY",
     "AdditionTask",
     "ClipCovLoss",
     "ClusterConfig",
@@ -66,6 +69,7 @@ __all__ = [
     "GSPOLoss",
     "JobConfig",
     "KLCovLoss",
+    "LoRAConfig",
     "LossConfig",
     "LossParams",
     "NSRLoss",

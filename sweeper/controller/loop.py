@@ -157,6 +157,7 @@ class Controller:
             self._on_worker_died(r, drained.died)
             return
         for row in drained.rows:
+            self.writer.write_samples(r.buffer, row)  # eval completions go to samples/
             r.buffer.rows.append(row)
             self.book.on_row(r.attempt, row)
             self._progressed = True

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from sweeper.config.job import SAMPLES_KEY
 from sweeper.store import SweepStore
 
 FLUSH_SECONDS = 2.0
@@ -61,6 +62,15 @@ class SweepWriter:
             self.store.append_trace(buffer.trial, buffer.seed, buffer.attempt, buffer.rows)
             buffer.rows = []
         buffer.last_flush = time.monotonic()
+
+    def write_samples(self, buffer: TraceBuffer, row: dict[str, Any]) -> None:
+        """Take a row's logged eval completions (``eval.log_samples``) out of it and write them
+        to samples/: they never go into the traces."""
+        samples = row.pop(SAMPLES_KEY, None)
+        if samples:
+            self.store.append_samples(
+                buffer.trial, buffer.seed, buffer.attempt, int(row["step"]), samples
+            )
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Rewrite status.json."""

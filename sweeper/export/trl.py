@@ -1,7 +1,9 @@
 """Export target ``trl``: keyword arguments of TRL's ``GRPOConfig``.
 
 Loss kinds map through :data:`LOSS_MAPPINGS` (ppo_clip and gspo); nsr, gppo, clip_cov and kl_cov
-have no TRL counterpart.
+have no TRL counterpart. The policy's LoRA adapter becomes the keyword arguments of
+``peft.LoraConfig`` for ``GRPOTrainer(peft_config=...)`` (in the header), gradient checkpointing
+and the bfloat16 modes ``GRPOConfig`` arguments.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def trl_kwargs(job: Any) -> dict[str, Any]:
     ``delta`` (TRL's two-sided clip) from ``dual_clip_c``, ``importance_sampling_level:
     sequence`` for gspo; for an ``rlvr`` job also ``scale_rewards`` (grpo -> "group", dr_grpo ->
     "none"), learning rate, weight decay, grad norm, ``num_generations``, ``temperature``,
-    ``max_completion_length``, ``num_iterations`` and ``beta: 0.0`` (no reference KL).
+    ``max_completion_length``, ``num_iterations``, ``beta: 0.0`` (no reference KL),
+    ``gradient_checkpointing`` and ``bf16`` (:func:`trl_policy_kwargs`).
     """
     mapping = LOSS_MAPPINGS.get(job.loss.kind)
     if mapping is None:
@@ -88,7 +91,30 @@ def trl_kwargs(job: Any) -> dict[str, Any]:
         out["max_completion_length"] = job.max_new_tokens
         out["num_iterations"] = job.ppo_epochs
         out["beta"] = 0.0
+        out.update(trl_policy_kwargs(job))
     return out
+
+
+def trl_policy_kwargs(job: RLVRJob) -> dict[str, Any]:
+    """``GRPOConfig`` keyword arguments: gradient checkpointing, and ``bf16`` for the bfloat16
+    modes (TRL's bf16 is mixed precision: fp32 master weights, as sweeper's bf16-mixed)."""
+    bf16 = job.precision in ("bf16-mixed", "bf16") or job.param_dtype == "bfloat16"
+    return {"gradient_checkpointing": job.policy.gradient_checkpointing, "bf16": bf16}
+
+
+def trl_peft_config(job: RLVRJob) -> dict[str, Any] | None:
+    """Keyword arguments of ``peft.LoraConfig`` for ``GRPOTrainer(peft_config=LoraConfig(**kw))``
+    (None without LoRA): the same adapter sweeper trained."""
+    lora = job.policy.lora
+    if lora is None:
+        return None
+    return {
+        "r": lora.r,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": lora.target_modules,
+        "task_type": "CAUSAL_LM",
+    }
 
 
 class TrlTarget:
@@ -103,6 +129,12 @@ class TrlTarget:
         args = ", ".join(f"{key}={python_literal(v)}" for key, v in kwargs.items())
         head = [*header, "", "trl.GRPOConfig keyword arguments:"]
         head.append(f"  from trl import GRPOConfig; config = GRPOConfig(output_dir='out', {args})")
+        peft = trl_peft_config(job) if isinstance(job, RLVRJob) else None
+        if peft is not None:
+            lora = ", ".join(f"{key}={python_literal(v)}" for key, v in peft.items())
+            head.append("LoRA adapter (as trained in the sweep):")
+            head.append(f"  from peft import LoraConfig; peft_config = LoraConfig({lora})")
+            head.append("  GRPOTrainer(..., args=config, peft_config=peft_config)")
         if isinstance(job, RLVRJob):
             head.append(
                 f"Off-policy degree: the sweep took {job.mini_batches} optimizer step(s) per "

@@ -2,7 +2,10 @@
 
 Nested YAML to merge into a verl config, and the same as Hydra command-line overrides in the
 header. Loss kinds map to ``actor_rollout_ref.actor.policy_loss.loss_mode`` through
-:data:`LOSS_MAPPINGS`; nsr and gppo have no verl counterpart.
+:data:`LOSS_MAPPINGS`; nsr and gppo have no verl counterpart. LoRA maps to
+``actor_rollout_ref.model.lora_rank`` / ``lora_alpha`` / ``target_modules`` (verl trains LoRA
+when ``lora_rank > 0``); verl has no LoRA dropout option, so a nonzero ``policy.lora.dropout`` is
+an error for this target.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from sweeper.config.job import RLVRJob
 from sweeper.config.recipe import Recipe
+from sweeper.errors import InputError
 from sweeper.export.base import comment, dump_yaml, nest, override_literal, unsupported
 
 VERL_NO_DUAL_CLIP = 1.0e9
@@ -20,6 +24,7 @@ dual clip exports this huge constant, which never binds."""
 
 _ACTOR = "actor_rollout_ref.actor"
 _PL = f"{_ACTOR}.policy_loss"
+_MODEL = "actor_rollout_ref.model"
 
 
 def _clip_bounds(loss: Any) -> dict[str, Any]:
@@ -72,8 +77,9 @@ def verl_overrides(job: Any) -> dict[str, Any]:
     Loss keys: ``actor_rollout_ref.actor.{clip_ratio_low, clip_ratio_high, clip_ratio_c,
     loss_agg_mode}`` and ``actor_rollout_ref.actor.policy_loss.{loss_mode, clip_cov_ratio,
     clip_cov_lb, clip_cov_ub, kl_cov_ratio, ppo_kl_coef}``; for an ``rlvr`` job also learning
-    rate, PPO epochs, group size (``rollout.n``), temperature, response length and the GRPO /
-    Dr. GRPO advantage (``algorithm.norm_adv_by_std_in_grpo``).
+    rate, PPO epochs, group size (``rollout.n``), temperature, response length, the GRPO /
+    Dr. GRPO advantage (``algorithm.norm_adv_by_std_in_grpo``) and the policy's LoRA adapter and
+    gradient checkpointing (:func:`verl_policy_overrides`).
     """
     loss = job.loss
     mapping = LOSS_MAPPINGS.get(loss.kind)
@@ -94,6 +100,34 @@ def verl_overrides(job: Any) -> dict[str, Any]:
         out["data.max_response_length"] = job.max_new_tokens
         out["algorithm.adv_estimator"] = "grpo"
         out["algorithm.norm_adv_by_std_in_grpo"] = job.advantage == "grpo"
+        out.update(verl_policy_overrides(job))
+    return out
+
+
+def verl_policy_overrides(job: RLVRJob) -> dict[str, Any]:
+    """verl overrides (dotted keys) for the job's LoRA adapter and gradient checkpointing.
+
+    Raises:
+        InputError: a LoRA dropout > 0 (verl has no such option).
+    """
+    out: dict[str, Any] = {
+        f"{_MODEL}.enable_gradient_checkpointing": job.policy.gradient_checkpointing
+    }
+    lora = job.policy.lora
+    if lora is None:
+        return {**out, f"{_MODEL}.lora_rank": 0}  # 0 = full fine-tuning in verl
+    if lora.dropout > 0:
+        raise InputError(
+            f"policy.lora.dropout={lora.dropout}: verl has no LoRA dropout option "
+            "(it supports lora_rank, lora_alpha, target_modules); set it to 0 or export to trl"
+        )
+    out.update(
+        {
+            f"{_MODEL}.lora_rank": lora.r,
+            f"{_MODEL}.lora_alpha": lora.alpha,
+            f"{_MODEL}.target_modules": lora.target_modules,
+        }
+    )
     return out
 
 
