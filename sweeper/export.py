@@ -254,6 +254,12 @@ def _header(store: SweepStore, row: pd.Series, k: int, params: dict[str, Any]) -
         f"objective: {obj.metric} ({obj.mode}, scope {obj.scope}, {obj.seed_agg} over seeds) "
         f"= {row['value']:.6g}{std_txt} over {int(row['n_seeds'])} seed(s)",
     ]
+    # issue 10: the seed interval of the value (sweeper.stats.seed_interval; none for one seed)
+    if not pd.isna(row.get("ci_low", math.nan)):
+        lines.append(
+            f"95% interval over seeds (bootstrap): [{row['ci_low']:.6g}, {row['ci_high']:.6g}] "
+            f"from n_seeds={int(row['n_seeds'])}"
+        )
     if not pd.isna(row["final_entropy"]):
         lines.append(f"final entropy: {row['final_entropy']:.4g}")
     if params:

@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from sweeper.config.job import JobConfig, RLVRJob
+from sweeper.config.racing import RacingConfig
 from sweeper.errors import InputError, describe_validation_error
 from sweeper.space import (
     ParamSpec,
@@ -88,6 +89,18 @@ class SearchConfig(_Strict):
     )
     max_concurrent: int = Field(4, ge=1, description="Jobs running at once.")
     pruner: PrunerConfig | None = None
+    # issue 10: race configs over seeds (sweeper.racing); the controller wires it.
+    racing: RacingConfig | None = None
+
+    @model_validator(mode="after")
+    def _racing_seeds_exist(self) -> SearchConfig:
+        if self.racing is not None and len(self.seeds) < self.racing.max_seeds:
+            raise ValueError(
+                f"search.racing.max_seeds={self.racing.max_seeds} needs at least that many "
+                f"search.seeds (has {len(self.seeds)}); racing hands them out in order, e.g. "
+                f"seeds: {self.racing.max_seeds}"
+            )
+        return self
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -126,7 +139,9 @@ class ObjectiveConfig(_Strict):
     metric: str = Field("mean_at_n", description="A trace column, e.g. pass_at_8, mean_at_n.")
     mode: Literal["max", "min"] = "max"
     scope: str = Field("last", description="last | avg | best | last-N-avg (over measured steps).")
-    seed_agg: Literal["mean", "median", "min", "max"] = "mean"
+    seed_agg: Literal["mean", "median", "min", "max", "iqm"] = Field(
+        "mean", description="Over seeds; iqm = interquartile mean (rliable), see sweeper.stats."
+    )
     constraints: list[ConstraintConfig] = Field(default_factory=list)
 
     @field_validator("scope")
