@@ -285,6 +285,11 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _whole(x: float) -> float | int:
+    """A finite whole number as an int (seed counts), anything else unchanged."""
+    return int(x) if math.isfinite(x) and x == int(x) else x
+
+
 def ranking_document(
     table: pd.DataFrame,
     verdict: Verdict,
@@ -305,7 +310,7 @@ def ranking_document(
             "runner_up": verdict.runner_up,
             "separated": None if sep is None else sep.separated,
             "p_value": None if sep is None else _json_value(sep.p_value),
-            "more_seeds": None if sep is None else _json_value(sep.more_seeds),
+            "more_seeds": None if sep is None else _json_value(_whole(sep.more_seeds)),
         },
         "trials": [
             {str(k): _json_value(v) for k, v in rec.items()} for rec in table.to_dict("records")
