@@ -12,7 +12,7 @@ Seeds are the statistical unit (``sweeper.stats``): each trial gets a 95% bootst
 of its seed aggregate (``ci_low``, ``ci_high``), and the probability of improvement of the
 leader over it (``prob_improvement``: P(leader's seed > this trial's seed) over seed pairs).
 :func:`verdict` says in one sentence whether the leader is separated from the runner-up at that
-confidence (a one-sided Welch test over seeds) and roughly how many more seeds would do it.
+confidence (a two-sided Welch test over seeds) and roughly how many more seeds would do it.
 
 Constraints are per seed, on a metric's last measured value (``min``/``max``), or on its ratio
 to its first measured value (``min_ratio``, e.g. final entropy >= 0.5 x step-0 entropy). A seed
@@ -253,7 +253,7 @@ def verdict(
     confidence: float = CONFIDENCE,
 ) -> Verdict:
     """The verdict on :func:`rank`'s table ``ranked`` (from the same ``traces``): is rank 1
-    separated from rank 2 at ``confidence`` (a one-sided Welch test over their seed values,
+    separated from rank 2 at ``confidence`` (a two-sided Welch test over their seed values,
     :func:`sweeper.stats.separation`), and roughly how many more seeds per config would
     separate them. Both must be COMPLETE with a value; otherwise the sentence says why not."""
     leader = _leader(ranked)

@@ -96,8 +96,8 @@ class SearchConfig(_Strict):
     def _racing_seeds_exist(self) -> SearchConfig:
         if self.racing is not None and len(self.seeds) < self.racing.max_seeds:
             raise ValueError(
-                f"search.racing.max_seeds={self.racing.max_seeds} needs at least that many "
-                f"search.seeds (has {len(self.seeds)}); racing hands them out in order, e.g. "
+                f"racing.max_seeds={self.racing.max_seeds} needs at least that many seeds "
+                f"(has {len(self.seeds)}); racing hands them out in order: set "
                 f"seeds: {self.racing.max_seeds}"
             )
         return self

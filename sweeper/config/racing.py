@@ -21,8 +21,8 @@ class RacingConfig(BaseModel):
         0.95,
         ge=0.5,
         lt=1.0,
-        description="Confidence that a dropped config is worse than the leader (one-sided test, "
-        "Holm-corrected over the configs compared).",
+        description="1 - the level of the one-sided test that drops a config worse than the "
+        "leader (Holm-corrected over the configs compared).",
     )
 
     @model_validator(mode="after")
