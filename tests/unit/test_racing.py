@@ -39,7 +39,9 @@ def test_racing_config_bounds() -> None:
 def test_search_racing_needs_enough_seeds() -> None:
     ok = SearchConfig.model_validate({"seeds": 10, "racing": {"min_seeds": 3}})
     assert ok.racing is not None and ok.racing.min_seeds == 3
-    with pytest.raises(ValidationError, match=r"max_seeds=10 needs at least that many seeds \(has 4\)"):
+    with pytest.raises(
+        ValidationError, match=r"max_seeds=10 needs at least that many seeds \(has 4\)"
+    ):
         SearchConfig.model_validate({"seeds": 4, "racing": {}})
     assert SearchConfig().racing is None
 
