@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/grpo_step.py
 	$(BIN)/python bench/controller_vs_tune.py
+	$(BIN)/python bench/racing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

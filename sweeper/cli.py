@@ -190,15 +190,36 @@ def stop(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")])
 @handles_input_errors
 def rank(
     sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
-    top: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    top: Annotated[
+        int | None, typer.Option(min=1, help="Rows to show (table: 20 by default; json/csv: all).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
 ) -> None:
-    """Rank the configs by the recipe's objective (completed attempts only)."""
-    from sweeper.rank import objective_of, rank_sweep
+    """Rank the configs by the recipe's objective (completed attempts only), with 95% intervals
+    over seeds and whether the leader is separated from the runner-up."""
+    import json
+
+    from sweeper.rank import objective_of, rank_sweep_with_verdict, ranking_document
     from sweeper.sweeps import open_sweep
     from sweeper.view import rank_table
 
+    if fmt not in ("table", "json", "csv"):
+        raise InputError(f"--format {fmt!r}: choose table, json or csv")
     store = open_sweep(sweep)
-    console.print(rank_table(rank_sweep(store), objective_of(store).metric, max_rows=top))
+    objective = objective_of(store)
+    table, verdict = rank_sweep_with_verdict(store, objective)
+    if fmt == "table":
+        ranking = rank_table(table, objective.metric, max_rows=top or 20, verdict=verdict.text)
+        # A pipe or file has no width: print the table whole rather than folded to 80 columns.
+        (console if console.is_terminal else Console(width=200)).print(ranking)
+        return
+    if top is not None:
+        table = table.head(top)
+    if fmt == "json":
+        doc = ranking_document(table, verdict, objective)
+        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    else:
+        sys.stdout.write(table.to_csv(index=False))
 
 
 @app.command()

@@ -5,7 +5,14 @@ A trial's value is computed in two stages, as in Ray Tune's ``scope``:
 1. per (trial, seed): the objective metric over the steps where it was measured (non-NaN;
    non-finite values dropped), reduced by ``objective.scope``: ``last`` value, ``avg`` over
    steps, ``best`` (max or min by ``mode``), ``last-N-avg`` (mean of the last N measured);
-2. per trial: those seed values aggregated by ``objective.seed_agg`` (mean/median/min/max).
+2. per trial: those seed values aggregated by ``objective.seed_agg`` (mean/median/min/max, or
+   ``iqm``, the interquartile mean as rliable defines it).
+
+Seeds are the statistical unit (``sweeper.stats``): each trial gets a 95% bootstrap interval
+of its seed aggregate (``ci_low``, ``ci_high``), and the probability of improvement of the
+leader over it (``prob_improvement``: P(leader's seed > this trial's seed) over seed pairs).
+:func:`verdict` says in one sentence whether the leader is separated from the runner-up at that
+confidence (a two-sided Welch test over seeds) and roughly how many more seeds would do it.
 
 Constraints are per seed, on a metric's last measured value (``min``/``max``), or on its ratio
 to its first measured value (``min_ratio``, e.g. final entropy >= 0.5 x step-0 entropy). A seed
@@ -21,28 +28,39 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from sweeper.config.recipe import ObjectiveConfig
+from sweeper.stats import (
+    CONFIDENCE,
+    Separation,
+    aggregate,
+    prob_improvement,
+    seed_interval,
+    separation,
+)
 
 if TYPE_CHECKING:
     from sweeper.store import SweepStore
 
 RANK_COLUMNS = ("rank", "trial", "state")
 """The first columns of :func:`rank`'s table; then the params, then :data:`VALUE_COLUMNS`."""
-VALUE_COLUMNS = ("value", "value_std", "n_seeds", "final_entropy", "feasible")
+VALUE_COLUMNS = (
+    "value",
+    "ci_low",
+    "ci_high",
+    "value_std",
+    "n_seeds",
+    "prob_improvement",
+    "final_entropy",
+    "feasible",
+)
 
 _LAST_N = re.compile(r"^last-(\d+)-avg$")
-_AGG: dict[str, Callable[[np.ndarray], Any]] = {
-    "mean": np.mean,
-    "median": np.median,
-    "min": np.min,
-    "max": np.max,
-}
 
 
 def _measured(df: pd.DataFrame, metric: str) -> np.ndarray:
@@ -116,16 +134,16 @@ def _holds(group: pd.DataFrame, constraint: Any) -> bool:
     return not (constraint.min_ratio is not None and last < constraint.min_ratio * values[0])
 
 
-def _aggregate(values: np.ndarray, how: str) -> float:
-    values = values[np.isfinite(values)]
-    return float(_AGG[how](values)) if values.size else math.nan
-
-
 def trial_value(traces_of_one_trial: pd.DataFrame, objective: ObjectiveConfig) -> float:
     """The seed-aggregated objective of one trial (NaN if nothing measured); what the
     controller reports to Optuna. Constraints are not applied here (see :func:`rank`)."""
     per_seed = seed_values(traces_of_one_trial, objective)
-    return _aggregate(per_seed["value"].to_numpy(dtype="float64"), objective.seed_agg)
+    return aggregate(per_seed["value"].to_numpy(dtype="float64"), objective.seed_agg)
+
+
+def _seed_arrays(per_seed: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Each trial's seed values (NaN where a seed measured nothing), in seed order."""
+    return {int(t): g["value"].to_numpy(dtype="float64") for t, g in per_seed.groupby("trial")}
 
 
 def rank(
@@ -133,13 +151,18 @@ def rank(
     traces: pd.DataFrame,
     objective: ObjectiveConfig,
     param_keys: list[str] | tuple[str, ...],
+    confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
     """One row per trial of ``trials``, best first.
 
     Columns: ``rank`` (1 = best), ``trial``, ``state``, one per param key, ``value`` (seed
-    aggregate by ``objective.seed_agg``), ``value_std`` (sample std over seeds; NaN for one
-    seed), ``n_seeds`` (seeds with a measured value), ``final_entropy`` (mean over seeds of the
-    last measured ``entropy``), ``feasible``.
+    aggregate by ``objective.seed_agg``), ``ci_low``/``ci_high`` (its ``confidence`` bootstrap
+    interval over seeds, :func:`sweeper.stats.seed_interval`; NaN with one seed),
+    ``value_std`` (sample std over seeds; NaN for one seed), ``n_seeds`` (seeds with a measured
+    value), ``prob_improvement`` (P(leader better than this trial) over seed pairs, ties 1/2;
+    NaN for the leader itself and for trials without a value), ``final_entropy`` (mean over
+    seeds of the last measured ``entropy``), ``feasible``. The leader is rank 1 when it is
+    COMPLETE with a value.
 
     Order: COMPLETE trials first -- feasible with a value, then infeasible with a value, then
     without a value -- each by value (descending for ``mode: max``), then non-COMPLETE trials in
@@ -159,13 +182,17 @@ def rank(
             feasible = bool(g["feasible"].all())
         else:
             feasible = not objective.constraints
+        low, high = seed_interval(finite, objective.seed_agg, confidence)
         row: dict[str, Any] = {"trial": trial, "state": rec.get("state")}
         for key in param_keys:
             row[key] = rec.get(key)
         row.update(
-            value=_aggregate(values, objective.seed_agg),
+            value=aggregate(finite, objective.seed_agg),
+            ci_low=low,
+            ci_high=high,
             value_std=float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
             n_seeds=int(finite.size),
+            prob_improvement=math.nan,
             final_entropy=float(entropy.mean()) if entropy.size else math.nan,
             feasible=feasible,
         )
@@ -184,7 +211,111 @@ def rank(
     order = np.lexsort((table["trial"].to_numpy(), by_value, group))
     table = table.iloc[order].reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1, dtype="int64"))
+    leader = _leader(table)
+    if leader is not None:
+        seeds = _seed_arrays(per_seed)
+        lead = seeds[leader]
+        table["prob_improvement"] = [
+            prob_improvement(lead, seeds.get(int(t), np.empty(0)), objective.mode)
+            if int(t) != leader
+            else math.nan
+            for t in table["trial"]
+        ]
     return table
+
+
+def _leader(table: pd.DataFrame) -> int | None:
+    """The rank-1 trial when it is COMPLETE with a value (else no leader)."""
+    if table.empty:
+        return None
+    top = table.iloc[0]
+    if top["state"] != "COMPLETE" or not np.isfinite(top["value"]):
+        return None
+    return int(top["trial"])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the ranking's leader is separated from its runner-up (:func:`verdict`)."""
+
+    leader: int | None
+    runner_up: int | None
+    separation: Separation | None
+    """The statistics; None without two ranked trials."""
+    text: str
+    """One sentence, e.g. ``trial 3 leads trial 5 by 0.042: separated at 95% (...)``."""
+
+
+def verdict(
+    ranked: pd.DataFrame,
+    traces: pd.DataFrame,
+    objective: ObjectiveConfig,
+    confidence: float = CONFIDENCE,
+) -> Verdict:
+    """The verdict on :func:`rank`'s table ``ranked`` (from the same ``traces``): is rank 1
+    separated from rank 2 at ``confidence`` (a two-sided Welch test over their seed values,
+    :func:`sweeper.stats.separation`), and roughly how many more seeds per config would
+    separate them. Both must be COMPLETE with a value; otherwise the sentence says why not."""
+    leader = _leader(ranked)
+    if leader is None:
+        return Verdict(None, None, None, "No completed trial with a value yet: nothing to rank.")
+    rest = ranked.iloc[1:]
+    rest = rest[(rest["state"] == "COMPLETE") & np.isfinite(rest["value"].to_numpy(float))]
+    if rest.empty:
+        return Verdict(leader, None, None, f"Only trial {leader} is ranked: nothing to compare.")
+    runner_up = int(rest.iloc[0]["trial"])
+    seeds = _seed_arrays(seed_values(traces, objective))
+    sep = separation(
+        seeds[leader], seeds[runner_up], objective.seed_agg, objective.mode, confidence
+    )
+    text = sep.sentence(f"trial {leader}", f"trial {runner_up}")
+    return Verdict(leader, runner_up, sep, text[0].upper() + text[1:])
+
+
+def _json_value(value: Any) -> Any:
+    """A table cell as standard JSON: NaN / None -> null, +-inf -> "inf" / "-inf" (as in
+    ``recipe.resolved.json``), numpy scalars -> Python."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _whole(x: float) -> float | int:
+    """A finite whole number as an int (seed counts), anything else unchanged."""
+    return int(x) if math.isfinite(x) and x == int(x) else x
+
+
+def ranking_document(
+    table: pd.DataFrame,
+    verdict: Verdict,
+    objective: ObjectiveConfig,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Any]:
+    """The ranking as standard JSON data (what ``sweeper rank --format json`` prints):
+    ``objective``, ``confidence``, the ``verdict`` (``text``, ``leader``, ``runner_up``,
+    ``separated``, ``p_value``, ``more_seeds``) and ``trials``, one object per table row with
+    every column. Missing numbers (NaN) are null, infinities the strings ``"inf"``/``"-inf"``."""
+    sep = verdict.separation
+    return {
+        "objective": objective.model_dump(mode="json"),
+        "confidence": confidence,
+        "verdict": {
+            "text": verdict.text,
+            "leader": verdict.leader,
+            "runner_up": verdict.runner_up,
+            "separated": None if sep is None else sep.separated,
+            "p_value": None if sep is None else _json_value(sep.p_value),
+            "more_seeds": None if sep is None else _json_value(_whole(sep.more_seeds)),
+        },
+        "trials": [
+            {str(k): _json_value(v) for k, v in rec.items()} for rec in table.to_dict("records")
+        ],
+    }
 
 
 def param_keys_of(store: SweepStore, trials: pd.DataFrame | None = None) -> list[str]:
@@ -207,7 +338,15 @@ def objective_of(store: SweepStore) -> ObjectiveConfig:
 
 def rank_sweep(store: SweepStore, objective: ObjectiveConfig | None = None) -> pd.DataFrame:
     """:func:`rank` of a sweep dir: its trials, completed traces, objective and params."""
+    return rank_sweep_with_verdict(store, objective)[0]
+
+
+def rank_sweep_with_verdict(
+    store: SweepStore, objective: ObjectiveConfig | None = None
+) -> tuple[pd.DataFrame, Verdict]:
+    """:func:`rank` and :func:`verdict` of a sweep dir, reading it once."""
     trials = store.read_trials()
     traces = store.read_traces(completed_only=True)
     objective = objective or objective_of(store)
-    return rank(trials, traces, objective, param_keys_of(store, trials))
+    table = rank(trials, traces, objective, param_keys_of(store, trials))
+    return table, verdict(table, traces, objective)

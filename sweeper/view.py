@@ -76,23 +76,51 @@ def status_view(status: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def rank_table(ranked: pd.DataFrame, metric: str, max_rows: int = 50) -> Table:
-    """The ranking: rank, trial, each searched param, objective mean ± std over seeds, seeds,
-    final entropy, feasibility and state. Headers fold rather than truncate."""
-    fixed = {"rank", "trial", "state", "value", "value_std", "n_seeds", "final_entropy", "feasible"}
+def _interval(row: Any) -> str:
+    """``value [ci_low, ci_high]``, or the bare value without an interval (one seed)."""
+    if pd.isna(row["ci_low"]):
+        return _fmt(row["value"])
+    return f"{_fmt(row['value'])} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
+
+
+def rank_table(
+    ranked: pd.DataFrame, metric: str, max_rows: int = 50, verdict: str | None = None
+) -> Table:
+    """The ranking: rank, trial, each searched param, the objective's seed aggregate with its
+    95% interval over seeds, seeds, P(leader better than this trial), final entropy and state;
+    ``verdict`` (:func:`sweeper.rank.verdict`) as the caption under it, with a note when an
+    interval rests on fewer than 5 seeds. Headers fold rather than truncate."""
+    from sweeper.rank import VALUE_COLUMNS
+
+    fixed = {"rank", "trial", "state", *VALUE_COLUMNS}
     params = [c for c in ranked.columns if c not in fixed]
-    table = Table(title=f"ranking by {metric}", header_style="bold")
-    for col in ["#", "trial", *params, f"{metric} (mean ± std)", "seeds", "final entropy", "state"]:
+    shown = ranked.head(max_rows)
+    notes = [verdict] if verdict else []
+    few = sorted({int(n) for n in shown["n_seeds"] if 2 <= n <= 4})
+    if few:
+        notes.append(
+            f"Intervals from {'/'.join(map(str, few))} seeds cover the truth less often than 95% "
+            "(a bootstrap over n seeds stays inside their range: at most 50% at n = 2, 75% at 3, "
+            "88% at 4)."
+        )
+    table = Table(
+        title=f"ranking by {metric}",
+        header_style="bold",
+        caption="\n".join(notes) or None,
+        caption_justify="left",
+    )
+    columns = ["#", "trial", *params, f"{metric} [95% CI]", "seeds", "P(#1 better)"]
+    for col in [*columns, "final entropy", "state"]:
         table.add_column(col, overflow="fold")
-    for _, row in ranked.head(max_rows).iterrows():
-        value = f"{_fmt(row['value'])} ± {_fmt(row['value_std'])}"
+    for _, row in shown.iterrows():
         state = str(row["state"]) + ("" if row.get("feasible", True) else " (infeasible)")
         table.add_row(
             str(row["rank"]),
             str(row["trial"]),
             *(_fmt(row[p]) for p in params),
-            value,
+            _interval(row),
             str(row["n_seeds"]),
+            _fmt(row["prob_improvement"]),
             _fmt(row["final_entropy"]),
             state,
         )

@@ -304,6 +304,12 @@ class SyntheticJob(_JobBase):
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig(every=5))
     step_seconds: float = Field(0.0, ge=0.0, description="Sleep per step (simulated work).")
     noise: float = Field(0.02, ge=0.0, description="Seed-dependent noise on every metric.")
+    seed_noise: float = Field(
+        0.0,
+        ge=0.0,
+        description="Std of a per-seed offset of the whole accuracy trajectory, N(0, seed_noise) "
+        "fixed by the seed and the loss block (a known truth for the seed statistics).",
+    )
     fail_at_step: int | None = Field(None, ge=0, description="Raise an error at this step.")
 
     @property

@@ -26,6 +26,7 @@ from sweeper.config.checks import check_recipe
 from sweeper.config.dotted import assign_dotted
 from sweeper.config.job import JobConfig, RLVRJob
 from sweeper.config.messages import explain_validation_error
+from sweeper.config.racing import RacingConfig
 from sweeper.config.space import ParamSpec, coerce_param_spec, expand_grid, grid_size
 from sweeper.errors import InputError
 
@@ -59,6 +60,19 @@ class SearchConfig(_Strict):
     )
     max_concurrent: int = Field(4, ge=1, description="Jobs running at once.")
     pruner: PrunerConfig | None = None
+    racing: RacingConfig | None = Field(
+        None, description="Race configs over seeds (successive elimination, sweeper.racing)."
+    )
+
+    @model_validator(mode="after")
+    def _racing_seeds_exist(self) -> SearchConfig:
+        if self.racing is not None and len(self.seeds) < self.racing.max_seeds:
+            raise ValueError(
+                f"racing.max_seeds={self.racing.max_seeds} needs at least that many seeds "
+                f"(has {len(self.seeds)}); racing hands them out in order: set "
+                f"seeds: {self.racing.max_seeds}"
+            )
+        return self
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -97,7 +111,9 @@ class ObjectiveConfig(_Strict):
     metric: str = Field("mean_at_n", description="A trace column, e.g. pass_at_8, mean_at_n.")
     mode: Literal["max", "min"] = "max"
     scope: str = Field("last", description="last | avg | best | last-N-avg (over measured steps).")
-    seed_agg: Literal["mean", "median", "min", "max"] = "mean"
+    seed_agg: Literal["mean", "median", "min", "max", "iqm"] = Field(
+        "mean", description="Over seeds; iqm = interquartile mean (rliable), see sweeper.stats."
+    )
     constraints: list[ConstraintConfig] = Field(default_factory=list)
 
     @field_validator("scope")

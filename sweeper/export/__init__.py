@@ -14,6 +14,7 @@ the target and what the target supports -- before any file is written.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -54,6 +55,11 @@ def _header(store: SweepStore, row: pd.Series, k: int, params: dict[str, Any]) -
         f"objective: {obj.metric} ({obj.mode}, scope {obj.scope}, {obj.seed_agg} over seeds) "
         f"= {row['value']:.6g}{std_txt} over {int(row['n_seeds'])} seed(s)",
     ]
+    if not pd.isna(row.get("ci_low", math.nan)):  # no interval from one seed
+        lines.append(
+            f"95% interval over seeds (bootstrap): [{row['ci_low']:.6g}, {row['ci_high']:.6g}] "
+            f"from n_seeds={int(row['n_seeds'])}"
+        )
     if not pd.isna(row["final_entropy"]):
         lines.append(f"final entropy: {row['final_entropy']:.4g}")
     if params:

@@ -3,8 +3,11 @@ input gives exit code 2 and one line, and never touches what was already written
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -70,6 +73,38 @@ def test_status_rank_export_report(finished_sweep: Path, tmp_path: Path) -> None
     assert report.exit_code == 0
     html = (finished_sweep / "report.html").read_text()
     assert "<img" in html
+
+
+def test_rank_formats_table_json_csv(finished_sweep: Path) -> None:
+    runner = CliRunner()
+    table = runner.invoke(app, ["rank", str(finished_sweep)])
+    assert table.exit_code == 0, table.output
+    assert "pass_at_1 [95% CI]" in table.output and "P(#1 better)" in table.output
+    assert "Trial " in table.output and " at 95%" in table.output  # the verdict under it
+
+    result = runner.invoke(app, ["rank", str(finished_sweep), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # standard JSON: no NaN / Infinity tokens
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+    trials = doc["trials"]
+    assert len(trials) == 9 and trials[0]["rank"] == 1
+    best = trials[0]
+    assert (best["loss.eps_low"], best["loss.eps_high"]) == (0.15, 0.3)
+    assert best["n_seeds"] == 2 and best["ci_low"] <= best["value"] <= best["ci_high"]
+    assert best["prob_improvement"] is None and trials[1]["prob_improvement"] is not None
+    assert any(t["loss.eps_high"] == "inf" for t in trials)
+    assert doc["verdict"]["leader"] == best["trial"] and doc["confidence"] == 0.95
+
+    csv = runner.invoke(app, ["rank", str(finished_sweep), "--format", "csv", "--top", "3"])
+    assert csv.exit_code == 0, csv.output
+    frame = pd.read_csv(io.StringIO(csv.stdout))
+    assert len(frame) == 3 and frame["trial"].tolist() == [t["trial"] for t in trials[:3]]
+    for col in ("trial", "loss.eps_low", "loss.eps_high", "value", "ci_low", "ci_high"):
+        assert col in frame.columns
+    assert {"n_seeds", "prob_improvement", "state"} <= set(frame.columns)
+
+    bad = runner.invoke(app, ["rank", str(finished_sweep), "--format", "xml"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
 
 
 def test_rerun_into_existing_sweep_is_refused_and_keeps_results(finished_sweep: Path) -> None:

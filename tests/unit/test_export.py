@@ -68,6 +68,13 @@ def test_yaml_export_is_a_recipe_with_the_best_params(sweep: SweepStore) -> None
     assert (second.job.loss.eps_low, second.job.loss.eps_high) == (0.2, 0.28)  # trial 2
 
 
+def test_header_carries_the_seed_interval(sweep: SweepStore) -> None:
+    (path,) = export_best(sweep, top=1, fmt="yaml")
+    lines = Path(path).read_text().splitlines()
+    # trial 1: seeds 0.70 and 0.72 -> the bootstrap interval of 2 seeds is their range
+    assert "# 95% interval over seeds (bootstrap): [0.7, 0.72] from n_seeds=2" in lines
+
+
 def test_export_to_custom_dir_and_errors(sweep: SweepStore, tmp_path: Path) -> None:
     out = tmp_path / "elsewhere"
     (path,) = export_best(sweep, fmt="yaml", out_dir=str(out))
