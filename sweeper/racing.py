@@ -21,7 +21,9 @@ López-Ibáñez et al. 2016, with seeds in place of instances)
        ``max_seeds``. The leader is a contender too while some rival is not rejected.
     5. The leader's race ends with reason ``separated`` when every config it was compared
        with is rejected in step 3, no config is still in its warm-up, and its own seeds have
-       finished.
+       finished -- and, while the search may still add configs, only if it had a rival at all
+       (a lone leader waits for one; the controller asks the search for configs, warm-ups
+       first, whenever none is warming up).
     A race that ended stays ended (the sampler was told its value); later configs race
     against its seeds. Seeds that measured nothing (NaN) count against ``max_seeds`` but not
     as values. Decisions are deterministic given the inputs (configs are taken in trial order).
@@ -147,9 +149,11 @@ class SeedRace:
         value = aggregate(c.values, self.agg)
         return (-value if self.mode == "max" else value, -c.n_measured, c.trial)
 
-    def decide(self, configs: Iterable[ConfigSeeds]) -> RaceDecision:
+    def decide(self, configs: Iterable[ConfigSeeds], more_to_come: bool = False) -> RaceDecision:
         """The decision for the seed results so far (module docstring); pure and
-        deterministic. ``configs`` holds every config of the sweep seen so far, once each."""
+        deterministic. ``configs`` holds every config of the sweep seen so far, once each;
+        ``more_to_come``: the search may still add configs, so a leader without a rival waits
+        for one instead of ending separated."""
         cfg = self.racing
         by_trial = sorted(configs, key=lambda c: c.trial)
         if len({c.trial for c in by_trial}) != len(by_trial):
@@ -172,7 +176,7 @@ class SeedRace:
                 ends[c.trial] = self._end(c, "dropped", p_values[c.trial])
         if leader is not None and leader.ended is None and leader.running == 0:  # noqa: SIM102
             # separated: every rival confidently worse, and no newcomer still warming up
-            if not contested and not warming:
+            if not contested and not warming and (rivals or not more_to_come):
                 ends[leader.trial] = self._end(leader, "separated", math.nan)
 
         warm_ups: list[tuple[int, int]] = []

@@ -161,7 +161,8 @@ def rank(
     ``value_std`` (sample std over seeds; NaN for one seed), ``n_seeds`` (seeds with a measured
     value), ``prob_improvement`` (P(leader better than this trial) over seed pairs, ties 1/2;
     NaN for the leader itself and for trials without a value), ``final_entropy`` (mean over
-    seeds of the last measured ``entropy``), ``feasible``. The leader is rank 1 when it is
+    seeds of the last measured ``entropy``), ``feasible``, and for a raced sweep ``racing`` (why
+    the trial's race ended: dropped, separated, max_seeds). The leader is rank 1 when it is
     COMPLETE with a value.
 
     Order: COMPLETE trials first -- feasible with a value, then infeasible with a value, then
@@ -170,6 +171,7 @@ def rank(
     """
     per_seed = seed_values(traces, objective)
     by_trial = {int(t): g for t, g in per_seed.groupby("trial")}
+    raced = "racing" in trials.columns  # search.racing: why each race ended
     rows: list[dict[str, Any]] = []
     for rec in trials.to_dict("records"):
         trial = int(rec["trial"])
@@ -196,8 +198,10 @@ def rank(
             final_entropy=float(entropy.mean()) if entropy.size else math.nan,
             feasible=feasible,
         )
+        if raced:
+            row["racing"] = rec.get("racing") if isinstance(rec.get("racing"), str) else None
         rows.append(row)
-    columns = ["trial", "state", *param_keys, *VALUE_COLUMNS]
+    columns = ["trial", "state", *param_keys, *VALUE_COLUMNS, *(["racing"] if raced else [])]
     table = pd.DataFrame(rows, columns=columns)
     if table.empty:
         table.insert(0, "rank", pd.Series(dtype="int64"))

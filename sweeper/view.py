@@ -92,7 +92,7 @@ def rank_table(
     interval rests on fewer than 5 seeds. Headers fold rather than truncate."""
     from sweeper.rank import VALUE_COLUMNS
 
-    fixed = {"rank", "trial", "state", *VALUE_COLUMNS}
+    fixed = {"rank", "trial", "state", "racing", *VALUE_COLUMNS}
     params = [c for c in ranked.columns if c not in fixed]
     shown = ranked.head(max_rows)
     notes = [verdict] if verdict else []
@@ -114,6 +114,8 @@ def rank_table(
         table.add_column(col, overflow="fold")
     for _, row in shown.iterrows():
         state = str(row["state"]) + ("" if row.get("feasible", True) else " (infeasible)")
+        if isinstance(row.get("racing"), str):
+            state += f" · {row['racing']}"  # why its race ended (search.racing)
         table.add_row(
             str(row["rank"]),
             str(row["trial"]),

@@ -126,7 +126,9 @@ class Controller:
             worker = self.pool.acquire()
             if worker is None:
                 return
-            if not self.book.pending and not self._ask():
+            if self.book.wants_trial():
+                self._ask()
+            if not self.book.pending:
                 self.pool.release(worker)
                 return
             job = self.book.pending.popleft()
@@ -144,6 +146,7 @@ class Controller:
         asked = self.search.ask()
         if asked is None:
             self._exhausted = True
+            self.book.close_search()
             return False
         self.book.open(*asked)
         self._changed = True

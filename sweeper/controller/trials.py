@@ -21,12 +21,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sweeper.config.recipe import Recipe
+from sweeper.controller.seeds import SeedPlan
 from sweeper.controller.writer import SweepWriter, now_iso
-from sweeper.rank import trial_value
+from sweeper.racing import RaceEnd
+from sweeper.rank import scope_value, seed_values
 from sweeper.search import Search
+from sweeper.stats import aggregate
 
 log = logging.getLogger("sweeper.controller")
 
@@ -92,8 +96,10 @@ class Trial:
     started_at: str = field(default_factory=now_iso)
     ended_at: str | None = None
     seed_state: dict[int, TrialState] = field(default_factory=dict)
-    objective: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
-    """Per seed, the objective series of its completed attempt."""
+    seed_values: dict[int, float] = field(default_factory=dict)
+    """Per completed seed, its objective value by ``objective.scope`` (NaN: never measured)."""
+    racing: str | None = None
+    """Why its race ended (``search.racing``: dropped, separated, max_seeds); None otherwise."""
     evals: dict[int, dict[int, float]] = field(default_factory=dict)
     """step -> seed -> objective value, until every seed reached the step (then reported)."""
     reported: set[int] = field(default_factory=set)
@@ -140,16 +146,20 @@ class TrialBook:
         self.attempts: list[Attempt] = []  # every attempt of this run, for runs.parquet
         self.running: dict[str, Attempt] = {}  # run_id -> attempt in flight
         self.pending: deque[Job] = deque()
+        self.plan = SeedPlan(recipe)
+        self.search_open = True  # the search may still hand out trials
 
     # ------------------------------------------------------------------ opening and starting
 
     def open(self, number: int, params: dict[str, Any]) -> None:
-        """A trial asked from the search: queue one job per seed."""
-        seeds = list(self.recipe.search.seeds)
+        """A trial asked from the search: queue one job per seed (racing: the race decides)."""
+        seeds = self.plan.first_seeds()
         self.trials[number] = Trial(
             number, params, seeds, seed_state=dict.fromkeys(seeds, TrialState.WAITING)
         )
         self.pending.extend((number, s, 1) for s in seeds)
+        if self.plan.racing:
+            self._race()
 
     def start(self, job: Job, run_id: str, worker: str, node: str) -> Attempt:
         """Record a queued job as started on a worker (runs.parquet says RUNNING)."""
@@ -195,13 +205,19 @@ class TrialBook:
         self._record(a, outcome, error)
         if outcome is TrialState.COMPLETE:
             t.seed_state[a.seed] = TrialState.COMPLETE
-            t.objective[a.seed] = a.objective
-            if all(s is TrialState.COMPLETE for s in t.seed_state.values()):
-                self._complete(t, self._series_frame(t))
+            series = np.array([v for _, v in a.objective], dtype="float64")
+            obj = self.recipe.objective
+            t.seed_values[a.seed] = scope_value(series, obj.scope, obj.mode)
+            if not self.plan.racing and all(
+                s is TrialState.COMPLETE for s in t.seed_state.values()
+            ):
+                self._complete(t)
         elif outcome is TrialState.FAIL and not t.state.finished:
             err = f"seed {a.seed}: {error}"
             log.warning("trial %d failed: %s", t.number, err)
             self.finish(t, TrialState.FAIL, error=err)
+        if self.plan.racing:  # after any outcome: a finished seed or trial changes the race
+            self._race()
 
     def died(self, a: Attempt, message: str) -> None:
         """An attempt's worker died: retry the job on another worker, up to ``max_retries``."""
@@ -217,6 +233,8 @@ class TrialBook:
         else:
             err = f"seed {a.seed}: {message} ({a.attempt} attempts)"
             self.finish(t, TrialState.FAIL, error=err)
+            if self.plan.racing:  # a config left the race
+                self._race()
 
     def finish(
         self, t: Trial, state: TrialState, value: float = math.nan, error: str | None = None
@@ -225,8 +243,8 @@ class TrialBook:
         drop its queued ones, write trials.parquet, tell Optuna."""
         t.state, t.value, t.error, t.ended_at = state, value, error, now_iso()
         others = [a for a in self.running.values() if a.trial == t.number and a.stop_reason is None]
-        for a in others:
-            a.stop_reason = state if state is not TrialState.COMPLETE else TrialState.FAIL
+        for a in others:  # (a COMPLETE trial with jobs left: dropped by racing, cut short)
+            a.stop_reason = state if state is not TrialState.COMPLETE else TrialState.PRUNED
         if others:
             self.stop_jobs(others)
         self.pending = deque(p for p in self.pending if p[0] != t.number)
@@ -234,25 +252,60 @@ class TrialBook:
         told = value if state is TrialState.COMPLETE else None
         self.search.tell(t.number, told, state.value, error=error)  # type: ignore[arg-type]
 
-    def _complete(self, t: Trial, traces: pd.DataFrame) -> None:
-        """Every seed finished: COMPLETE with the seed-aggregated objective, or FAIL when the
-        objective metric was never measured."""
-        value = trial_value(traces, self.recipe.objective)
+    def _complete(self, t: Trial, value: float | None = None) -> None:
+        """Its seeds are done: COMPLETE with the seed aggregate (``objective.seed_agg``) of
+        their values, or FAIL when the objective metric was never measured."""
+        if value is None:
+            value = aggregate(list(t.seed_values.values()), self.recipe.objective.seed_agg)
         if math.isfinite(value):
             self.finish(t, TrialState.COMPLETE, value=value)
         else:
             metric = self.recipe.objective.metric
             self.finish(t, TrialState.FAIL, error=f"objective metric {metric!r} was never measured")
 
-    def _series_frame(self, t: Trial) -> pd.DataFrame:
-        """The trial's completed objective series in the traces layout ``trial_value`` reads."""
-        metric = self.recipe.objective.metric
-        rows = [
-            {"trial": t.number, "seed": seed, "attempt": 1, "step": step, metric: value}
-            for seed, series in t.objective.items()
-            for step, value in series
-        ]
-        return pd.DataFrame(rows, columns=["trial", "seed", "attempt", "step", metric])
+    def wants_trial(self) -> bool:
+        """Whether the controller should ask the search for a trial before starting a queued
+        job: when nothing is queued. Racing a grid: until every point is open, so every config
+        warms up before any race ends (the grid is the race's field). Racing with Optuna: when no
+        queued job is a warm-up (new configs get their ``min_seeds`` before contenders get
+        more; configs arrive one by one and race against those already run)."""
+        if not self.plan.racing:
+            return not self.pending
+        if self.recipe.search.kind == "grid":
+            return self.search_open
+        return not any(self.plan.warming_up(self.trials[trial]) for trial, _, _ in self.pending)
+
+    def close_search(self) -> None:
+        """The search is exhausted: a raced leader left without rivals may now end."""
+        self.search_open = False
+        if self.plan.racing:
+            self._race()
+
+    def _race(self) -> None:
+        """Racing: end the races the race ends, and queue the seeds it hands out -- retries
+        first, then warm-ups, then the other contenders, each in the race's order."""
+        launches, ends = self.plan.decide(self.trials.values(), self.search_open)
+        for end in ends:
+            self._end_race(self.trials[end.trial], end)
+        for trial, seeds in launches:
+            t = self.trials[trial]
+            t.seeds.extend(seeds)
+            t.seed_state.update(dict.fromkeys(seeds, TrialState.WAITING))
+            self.pending.extend((trial, s, 1) for s in seeds)
+        self.pending = deque(
+            sorted(
+                self.pending, key=lambda j: (j[2] == 1, not self.plan.warming_up(self.trials[j[0]]))
+            )
+        )
+        if launches and not ends:
+            self._write_trials()  # the trials' seeds changed (finish() writes otherwise)
+
+    def _end_race(self, t: Trial, end: RaceEnd) -> None:
+        """A race ended: the trial completes with the aggregate of the seeds it ran (a dropped
+        config is not a failure), and says why in trials.parquet and the study."""
+        t.racing = end.reason
+        self.search.set_user_attr(t.number, "racing", end.reason)
+        self._complete(t, end.value)
 
     def stop_all(self, reason: str) -> list[Attempt]:
         """``sweeper stop``: every running attempt is to stop, every unfinished trial is marked
@@ -297,23 +350,32 @@ class TrialBook:
                     now_iso(),
                 )
             self.attempts.append(a)
-        completed = store.read_traces(completed_only=True)
+        per_seed = seed_values(store.read_traces(completed_only=True), self.recipe.objective)
+        values: dict[int, dict[int, float]] = {}
+        for trial, seed, value in per_seed[["trial", "seed", "value"]].itertuples(index=False):
+            values.setdefault(int(trial), {})[int(seed)] = float(value)
         for info in self.search.trials():
             if info["state"] == "WAITING":  # enqueued, never asked: ask() hands it out later
                 continue
             old = old_trials.get(info["number"], {})
+            done = values.get(info["number"], {})
+            seeds = old.get("seeds")
             t = Trial(
-                info["number"], info["params"], list(self.recipe.search.seeds),
+                info["number"], info["params"],
+                [int(x) for x in seeds] if seeds is not None else sorted(done),
                 state=TrialState(info["state"]),
                 value=info["value"] if info["value"] is not None else math.nan,
                 error=old.get("error"), started_at=old.get("started_at") or now_iso(),
-                ended_at=old.get("ended_at"),
+                ended_at=old.get("ended_at"), seed_values=done,
+                racing=info["user_attrs"].get("racing"),
             )  # fmt: skip
             self.trials[t.number] = t
-            if t.state is TrialState.RUNNING:
-                done = completed[completed["trial"] == t.number] if len(completed) else completed
-                if set(done["seed"] if len(done) else ()) >= set(t.seeds):
-                    self._complete(t, done)
+            # Every seed done but the controller died before telling Optuna: finish it now.
+            # (A raced trial mid-race is rerun: its race state is not worth a second rule.)
+            pool = set(self.recipe.search.seeds)
+            if t.state is TrialState.RUNNING and not self.plan.racing and set(done) >= pool:
+                t.seeds = sorted(pool)
+                self._complete(t)
         for number in self.search.recover():  # unfinished: closed here, rerun as new trials
             t = self.trials[number]
             t.state, t.ended_at = TrialState.FAIL, now_iso()
@@ -347,7 +409,11 @@ class TrialBook:
         self._write_runs()  # before the trial's outcome: a finished attempt is never lost
 
     def _write_trials(self) -> None:
-        self.writer.write_trials([t.row() for t in self.trials.values()])
+        rows = [t.row() for t in self.trials.values()]
+        if self.plan.racing:  # the racing column: why a race ended, null while it runs
+            for row, t in zip(rows, self.trials.values(), strict=True):
+                row["racing"] = t.racing
+        self.writer.write_trials(rows)
 
     def _write_runs(self) -> None:
         self.writer.write_runs([a.row() for a in self.attempts])

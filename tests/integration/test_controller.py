@@ -268,3 +268,69 @@ def test_resume_finishes_an_unmeasured_objective_as_fail_in_both_places(
     assert on_disk.loc[good, "value"] == pytest.approx(0.55)
     assert on_disk.loc[bad, "state"] == "FAIL"
     assert "never measured" in on_disk.loc[bad, "error"]
+
+
+def test_racing_spends_seeds_where_the_ranking_is_close(local_ray, tmp_path: Path) -> None:
+    """A raced grid: every config starts with 2 seeds; the two far behind (true accuracy 0.51)
+    are dropped there, marked ``dropped`` (COMPLETE, not FAIL); the two at the top (0.836 and
+    0.838, far closer than the seed noise) race on to ``max_seeds``. trials.parquet, runs.parquet,
+    the study and the ranking agree on all of it."""
+    from sweeper.search import Search, storage_url
+
+    path = synthetic_recipe(
+        tmp_path,
+        job={"kind": "synthetic", "steps": 4, "noise": 0.0, "seed_noise": 0.02,
+             "eval": {"every": 2, "ks": [1], "samples": 4}},
+        space={"loss.eps_low": [0.02, 0.15], "loss.eps_high": [0.28, 0.3]},
+        search={"kind": "grid", "seeds": 6, "max_concurrent": 2,
+                "racing": {"min_seeds": 2, "max_seeds": 5, "confidence": 0.9}},
+    )  # fmt: skip
+    controller, store = start(path)
+    status = controller.run()
+    assert status["state"] == "finished" and status["counts"]["COMPLETE"] == 4
+    trials = store.read_trials().set_index("trial")
+    spent = trials["seeds"].apply(len)
+    far = trials["loss.eps_low"] == 0.02
+    assert (trials.loc[far, "racing"] == "dropped").all() and (spent[far] == 2).all()
+    assert (trials.loc[~far, "racing"] == "max_seeds").all() and (spent[~far] == 5).all()
+    assert (trials["state"] == "COMPLETE").all()
+    assert [list(s) for s in trials.loc[~far, "seeds"]] == [[0, 1, 2, 3, 4]] * 2  # in order
+    # Every seed a trial lists ran to completion exactly once, and nothing else ran.
+    runs = store.read_runs()
+    done = runs[runs["state"] == "COMPLETE"].groupby("trial")["seed"].apply(sorted).to_dict()
+    assert {t: sorted(int(s) for s in seeds) for t, seeds in trials["seeds"].items()} == done
+    assert len(runs) == 2 * 2 + 2 * 5
+    # The study was told each race's aggregate, and carries why it ended.
+    study = Search.create_or_load(controller.recipe, storage_url(controller.recipe, store), "syn")
+    for t in study.trials():
+        row = trials.loc[t["number"]]
+        assert t["state"] == row["state"] and t["user_attrs"]["racing"] == row["racing"]
+        assert t["value"] == pytest.approx(row["value"])
+    # The ranking shows the same values and why each race ended.
+    ranked = rank_sweep(store).set_index("trial")
+    for number, row in trials.iterrows():
+        assert ranked.loc[number, "value"] == pytest.approx(row["value"])
+        assert ranked.loc[number, "racing"] == row["racing"]
+        assert ranked.loc[number, "n_seeds"] == spent[number]
+
+
+def test_racing_with_optuna_ends_every_race(local_ray, tmp_path: Path) -> None:
+    """Optuna hands out configs one by one; each races against those already run, a lone leader
+    waits for a rival, and once the search is exhausted every race has ended (none is left
+    RUNNING), each told to the study with its aggregate."""
+    path = synthetic_recipe(
+        tmp_path,
+        job={"kind": "synthetic", "steps": 4, "noise": 0.0, "seed_noise": 0.05,
+             "eval": {"every": 2, "ks": [1], "samples": 4}},
+        space={"loss.eps_low": {"type": "uniform", "low": 0.0, "high": 0.3}},
+        search={"kind": "optuna", "sampler": "random", "n_trials": 4, "seeds": 4,
+                "max_concurrent": 2, "racing": {"min_seeds": 2, "max_seeds": 4}},
+    )  # fmt: skip
+    controller, store = start(path)
+    status = controller.run()
+    assert status["state"] == "finished"
+    trials = store.read_trials()
+    assert len(trials) == 4 and (trials["state"] == "COMPLETE").all()
+    assert set(trials["racing"]) <= {"dropped", "separated", "max_seeds"}
+    assert trials["racing"].notna().all()
+    assert trials["seeds"].apply(len).between(2, 4).all()
