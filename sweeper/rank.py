@@ -40,7 +40,7 @@ from sweeper.stats import (
     Separation,
     aggregate,
     prob_improvement,
-    seed_interval,
+    seed_intervals,
     separation,
 )
 
@@ -173,6 +173,7 @@ def rank(
     by_trial = {int(t): g for t, g in per_seed.groupby("trial")}
     raced = "racing" in trials.columns  # search.racing: why each race ended
     rows: list[dict[str, Any]] = []
+    samples: list[np.ndarray] = []
     for rec in trials.to_dict("records"):
         trial = int(rec["trial"])
         g = by_trial.get(trial)
@@ -184,14 +185,14 @@ def rank(
             feasible = bool(g["feasible"].all())
         else:
             feasible = not objective.constraints
-        low, high = seed_interval(finite, objective.seed_agg, confidence)
+        samples.append(finite)
         row: dict[str, Any] = {"trial": trial, "state": rec.get("state")}
         for key in param_keys:
             row[key] = rec.get(key)
         row.update(
             value=aggregate(finite, objective.seed_agg),
-            ci_low=low,
-            ci_high=high,
+            ci_low=math.nan,  # below, for every trial at once
+            ci_high=math.nan,
             value_std=float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
             n_seeds=int(finite.size),
             prob_improvement=math.nan,
@@ -203,6 +204,9 @@ def rank(
         rows.append(row)
     columns = ["trial", "state", *param_keys, *VALUE_COLUMNS, *(["racing"] if raced else [])]
     table = pd.DataFrame(rows, columns=columns)
+    if samples:
+        intervals = seed_intervals(samples, objective.seed_agg, confidence)
+        table["ci_low"], table["ci_high"] = intervals[:, 0], intervals[:, 1]
     if table.empty:
         table.insert(0, "rank", pd.Series(dtype="int64"))
         return table

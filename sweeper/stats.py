@@ -77,7 +77,6 @@ Seeds needed (:func:`seeds_to_separate`)
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,8 +89,9 @@ Mode = Literal["max", "min"]
 
 CONFIDENCE = 0.95
 """The default confidence of intervals and of the separation verdict."""
-BOOTSTRAP_RESAMPLES = 9999
-"""Bootstrap resamples per interval (scipy's default)."""
+BOOTSTRAP_RESAMPLES = 2000
+"""Bootstrap resamples per interval: the percentiles at the expanded level's tails (1-2.5%) rest
+on 20-50 resamples each, enough for two significant digits, at a fifth of scipy's default."""
 BOOTSTRAP_SEED = 0
 """Seed of the bootstrap RNG: the same seed values always give the same interval."""
 POWER = 0.8
@@ -158,29 +158,50 @@ def seed_interval(
 ) -> tuple[float, float]:
     """The ``confidence`` interval ``(low, high)`` of the seed aggregate ``agg`` by an expanded
     percentile bootstrap over the finite seed values (module docstring). ``(nan, nan)`` with
-    fewer than 2 values; ``(v, v)`` when every value is ``v``. Deterministic (seeded RNG)."""
-    x = finite(values)
-    if x.size < 2:
-        return (math.nan, math.nan)
-    if np.ptp(x) == 0.0:
-        return (float(x[0]), float(x[0]))
-    statistic = SEED_AGGREGATES[agg]
-    with warnings.catch_warnings():
-        # scipy warns when a resample distribution is degenerate (e.g. a median of 2-3 values);
-        # the percentile interval is still well defined there.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = sps.bootstrap(
-            (x,),
-            statistic,
-            n_resamples=n_resamples,
-            vectorized=True,
-            axis=-1,
-            confidence_level=expanded_level(x.size, confidence),
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-    low, high = result.confidence_interval
+    fewer than 2 values; ``(v, v)`` when every value is ``v``. Deterministic (seeded RNG): the
+    same as ``scipy.stats.bootstrap(method="percentile")`` at the expanded level with
+    ``rng=np.random.default_rng(seed)``."""
+    low, high = seed_intervals([values], agg, confidence, n_resamples, seed)[0]
     return (float(low), float(high))
+
+
+_BATCH_ELEMENTS = 1 << 22
+"""Resampled values held at once by :func:`seed_intervals` (32 MiB of float64)."""
+
+
+def seed_intervals(
+    samples: Sequence[Sequence[float] | np.ndarray],
+    agg: str = "mean",
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """:func:`seed_interval` of many configs at once: an ``[m, 2]`` array of (low, high), one row
+    per sample. Configs with the same number of finite seeds share the resample indices -- which
+    is what every config's own seeded bootstrap draws, since the draws depend only on ``n`` --
+    so each row equals :func:`seed_interval` of that sample, at a fraction of the cost (one
+    ``rank`` of 10,000 configs resamples in well under a second)."""
+    statistic = SEED_AGGREGATES[agg]
+    out = np.full((len(samples), 2), math.nan)
+    by_size: dict[int, list[int]] = {}
+    rows = [finite(x) for x in samples]
+    for i, x in enumerate(rows):
+        if x.size >= 2:
+            by_size.setdefault(x.size, []).append(i)
+    for n, members in by_size.items():
+        values = np.stack([rows[i] for i in members])  # [g, n]
+        # The draws scipy.stats.bootstrap makes for one sample of n values with this RNG.
+        idx = np.random.default_rng(seed).integers(0, n, (n_resamples, n))  # [B, n]
+        alpha = (1.0 - expanded_level(n, confidence)) / 2.0
+        chunk = max(1, _BATCH_ELEMENTS // (n_resamples * n))
+        for start in range(0, len(members), chunk):
+            part = values[start : start + chunk]
+            theta = statistic(part[:, idx], axis=-1)  # [g, B]
+            low, high = np.percentile(theta, [100 * alpha, 100 * (1 - alpha)], axis=-1)
+            out[members[start : start + chunk]] = np.stack([low, high], axis=-1)
+        constant = np.ptp(values, axis=1) == 0.0  # every seed equal: a point, not a spread
+        out[np.asarray(members)[constant]] = values[constant][:, :1]
+    return out
 
 
 def prob_improvement(
