@@ -40,10 +40,11 @@ from pydantic import ValidationError
 from sweeper.config.job import RLVRJob
 from sweeper.errors import InputError, describe_validation_error
 from sweeper.rl.advantages import group_advantages
+from sweeper.rl.engines import RolloutBatch, RolloutEngine, Weights, make_engine, response_logits
 from sweeper.rl.losses import METRIC_KEYS, policy_loss
 from sweeper.rl.metrics import entropy_from_logits, pass_at_k, token_logprobs_and_entropy
 from sweeper.rl.policy import BasePolicy, TokenizerLike, load_base_policy, warm_start_identity
-from sweeper.rl.rollout import RolloutBatch, RolloutEngine, make_engine, response_logits
+from sweeper.rl.rollout_correction import truncated_importance_weights
 from sweeper.rl.tasks import Problem, Task, make_task
 
 __all__ = [
@@ -68,6 +69,9 @@ TRAIN_KEYS: tuple[str, ...] = (
     "time_old_logp_s",
     "time_update_s",
     "tokens_per_s",
+    # engine vs trainer: |old_logp - engine_logp| over response tokens (NaN for engine: hf)
+    "rollout_logp_diff_mean",
+    "rollout_logp_diff_max",
 )
 """Columns measured on train steps (s < steps)."""
 
@@ -180,6 +184,13 @@ def _sync(device: torch.device) -> None:
 class _LoadedPolicy:
     base: BasePolicy
     model: torch.nn.Module
+    key: str  # the cache key: what identifies the base policy on this worker
+
+
+def engine_weights(model: torch.nn.Module) -> Weights:
+    """What the job pushes into a rollout engine that holds its own weights: the live model's
+    parameters in HF naming. (With LoRA this is where merged weights would be given instead.)"""
+    return model.state_dict().items()
 
 
 class JobRunner:
@@ -193,13 +204,24 @@ class JobRunner:
         cache_dir: root of the on-disk tiny-policy cache (default ``$SWEEPER_CACHE`` or
             ``~/.cache/sweeper``).
         max_policies: base policies kept in memory (least recently used dropped first).
+        gpu_fraction: this worker's share of its GPU (``run.resources.num_gpus``); sizes the
+            vLLM engine's default memory share. None: the whole GPU.
     """
 
-    def __init__(self, cache_dir: str | Path | None = None, max_policies: int = 2) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        max_policies: int = 2,
+        gpu_fraction: float | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.max_policies = max_policies
+        self.gpu_fraction = gpu_fraction
         self._tasks: dict[str, Task] = {}
         self._policies: OrderedDict[str, _LoadedPolicy] = OrderedDict()
+        self._warm_engine: tuple[str, RolloutEngine] | None = None
+        self.engine_setup: dict[str, Any] = {}
+        """The last job's engine set-up: ``built`` (a new engine) and ``seconds``."""
 
     # -- cached pieces
 
@@ -225,11 +247,49 @@ class JobRunner:
         base = load_base_policy(
             job.policy, self.task(job), job.task, device=device, cache_dir=self.cache_dir
         )
-        loaded = _LoadedPolicy(base, base.build_model(device))
+        loaded = _LoadedPolicy(base, base.build_model(device), key)
         self._policies[key] = loaded
         while len(self._policies) > self.max_policies:
             self._policies.popitem(last=False)
         return loaded
+
+    def engine(self, job: RLVRJob, loaded: _LoadedPolicy) -> RolloutEngine:
+        """The job's rollout engine, sampling from the live model's current weights.
+
+        ``hf`` shares the live model (built per job, free). An engine with its own weights
+        (``vllm``) is kept warm: the next job of the same base policy and engine options only
+        pushes the (reset) base weights into it; a job of another base replaces it, since
+        vLLM's process-wide state and the device memory allow one per worker.
+        """
+        model, tokenizer = loaded.model, loaded.base.tokenizer
+        start = time.perf_counter()
+        if job.engine == "hf":
+            return make_engine("hf", model, tokenizer.eos_id, tokenizer.pad_id)
+        key = json.dumps([job.engine, loaded.key, job.vllm.model_dump(mode="json")])
+        if self._warm_engine is not None and self._warm_engine[0] == key:
+            engine = self._warm_engine[1]
+            engine.sync_weights(engine_weights(model))  # per-job reset: push the base weights
+            built = False
+        else:
+            self.close()
+            engine = make_engine(
+                job.engine,
+                model,
+                tokenizer.eos_id,
+                tokenizer.pad_id,
+                options=job.vllm,
+                gpu_fraction=self.gpu_fraction,
+            )
+            self._warm_engine = (key, engine)
+            built = True
+        self.engine_setup = {"built": built, "seconds": time.perf_counter() - start}
+        return engine
+
+    def close(self) -> None:
+        """Shut down the warm engine, if any (the runner stays usable)."""
+        warm, self._warm_engine = self._warm_engine, None
+        if warm is not None:
+            warm[1].close()
 
     # -- the job
 
@@ -254,7 +314,7 @@ class JobRunner:
         model.requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=job.lr, weight_decay=job.weight_decay)
-        engine = make_engine(job.engine, model, tokenizer.eos_id, tokenizer.pad_id)
+        engine = self.engine(job, loaded)  # warm across jobs; holds the base weights now
 
         # --- seeding: one independent stream per purpose, so e.g. eval frequency does not
         # change the training trajectory
@@ -405,6 +465,10 @@ def _train_step(
     old_logp, entropy = _logp_and_entropy(model, batch, job.temperature)  # [B, T] each
     mask = batch.response_mask  # [B, T]
     mean_entropy = _masked_mean(entropy, mask.float())
+    # The engine's own log-probs never enter the ratio; they measure the mismatch and, with
+    # rollout_correction, reweight the tokens (truncated importance sampling).
+    logp_diff = _logp_mismatch(old_logp, batch)
+    token_weights = _correction_weights(job, old_logp, batch)  # [B, T] or None
     _sync(device)
     time_old_logp = time.perf_counter() - start
 
@@ -427,6 +491,7 @@ def _train_step(
                 job.loss,
                 norm_len=job.max_new_tokens,
                 generator=loss_gen,
+                token_weights=None if token_weights is None else token_weights[idx],
             )
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):
@@ -443,7 +508,7 @@ def _train_step(
             for key in METRIC_KEYS:
                 sums[key] += float(out.metrics.get(key, 0.0))
             updates += 1
-    engine.sync_weights()
+    engine.sync_weights(engine_weights(model))
     _sync(device)
     time_update = time.perf_counter() - start
 
@@ -459,8 +524,32 @@ def _train_step(
         time_old_logp_s=time_old_logp,
         time_update_s=time_update,
         tokens_per_s=n_tokens / max(time_generate + time_old_logp + time_update, 1e-9),
+        rollout_logp_diff_mean=logp_diff[0],
+        rollout_logp_diff_max=logp_diff[1],
     )
     return row
+
+
+def _logp_mismatch(old_logp: torch.Tensor, batch: RolloutBatch) -> tuple[float, float]:
+    """(mean, max) of |trainer logp - engine logp| over response tokens; NaN without
+    engine log-probs (engine: hf) or tokens."""
+    mask = batch.response_mask.bool()
+    if batch.engine_logp is None or not bool(mask.any()):
+        return math.nan, math.nan
+    diff = (old_logp - batch.engine_logp).abs()[mask]
+    return float(diff.mean()), float(diff.max())
+
+
+def _correction_weights(
+    job: RLVRJob, old_logp: torch.Tensor, batch: RolloutBatch
+) -> torch.Tensor | None:
+    """[B, T] per-token loss weights of ``job.rollout_correction`` (None when off)."""
+    correction = job.rollout_correction
+    if correction is None or batch.engine_logp is None:
+        return None
+    return truncated_importance_weights(
+        old_logp, batch.engine_logp, batch.response_mask, correction.cap
+    )
 
 
 # --------------------------------------------------------------------------- convenience

@@ -96,6 +96,8 @@ class LossBatch:
         mask: [B, T] bool, True on response tokens.
         norm_len: divisor of ``seq-mean-token-sum-norm``.
         generator: torch RNG for stochastic kinds (``nsr``, ``clip_cov``), or None (global RNG).
+        token_weights: [B, T] float32, detached, 0 on masked positions: multiplies each
+            token's loss before aggregation (e.g. truncated importance sampling), or None.
     """
 
     logp: Tensor
@@ -104,6 +106,7 @@ class LossBatch:
     mask: Tensor
     norm_len: int
     generator: torch.Generator | None
+    token_weights: Tensor | None = None
 
     @classmethod
     def build(
@@ -114,12 +117,16 @@ class LossBatch:
         mask: Tensor,
         norm_len: int | None = None,
         generator: torch.Generator | None = None,
+        token_weights: Tensor | None = None,
     ) -> LossBatch:
         """Check shapes and build a batch; ``advantages`` may be [B] (broadcast over tokens)."""
         if logp.dim() != 2:
             raise ValueError(f"logp must be [B, T], got shape {tuple(logp.shape)}")
         shape = logp.shape
-        for name, t in (("old_logp", old_logp), ("mask", mask)):
+        named = [("old_logp", old_logp), ("mask", mask)]
+        if token_weights is not None:
+            named.append(("token_weights", token_weights))
+        for name, t in named:
             if t.shape != shape:
                 raise ValueError(f"{name} shape {tuple(t.shape)} != logp shape {tuple(shape)}")
         if advantages.dim() == 1 and advantages.shape[0] == shape[0]:
@@ -143,6 +150,9 @@ class LossBatch:
             mask=valid,
             norm_len=int(norm_len),
             generator=generator,
+            token_weights=None
+            if token_weights is None
+            else torch.where(valid, token_weights.detach().float(), zero),
         )
 
     def n_valid(self) -> int:
@@ -193,6 +203,7 @@ def policy_loss(
     config: dict[str, Any] | Any,
     norm_len: int | None = None,
     generator: torch.Generator | None = None,
+    token_weights: Tensor | None = None,
 ) -> LossOutput:
     """The configured policy loss of one (mini-)batch (DESIGN §3.1).
 
@@ -207,6 +218,10 @@ def policy_loss(
             ``max_new_tokens``).
         generator: torch RNG for the stochastic kinds (``nsr``, ``clip_cov``); it must live on
             the tokens' device. None uses torch's global RNG.
+        token_weights: optional [B, T] per-token weights (treated as constants) multiplying
+            each token's loss before aggregation, e.g. truncated importance-sampling weights
+            for the rollout engine's mismatch (``sweeper.rl.rollout_correction``). All ones
+            gives exactly the unweighted loss; metrics are unweighted.
 
     Returns:
         ``LossOutput(loss, metrics)`` with ``metrics`` keyed by ``METRIC_KEYS``.
@@ -217,7 +232,7 @@ def policy_loss(
         ValueError: tensors of mismatched shapes.
     """
     params = _parse(config)
-    batch = LossBatch.build(logp, old_logp, advantages, mask, norm_len, generator)
+    batch = LossBatch.build(logp, old_logp, advantages, mask, norm_len, generator, token_weights)
     return get_policy_loss(params.kind)(batch, params)
 
 
@@ -387,6 +402,8 @@ def _output(
     cov_selected: Tensor | None = None,
 ) -> LossOutput:
     """Aggregate and build the metrics (the same keys for every kind; None -> 0.0)."""
+    if batch.token_weights is not None:  # e.g. truncated importance sampling
+        per_token = per_token * batch.token_weights
     loss = aggregate(per_token, batch.mask, agg, batch.norm_len)
     with torch.no_grad():
         zero = torch.zeros((), device=per_token.device)
