@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from sweeper.config.job import JobConfig, RLVRJob
+from sweeper.config.job import JobConfig, RLVRJob, check_engine_installed
 from sweeper.errors import InputError, describe_validation_error
 from sweeper.space import (
     ParamSpec,
@@ -626,7 +626,9 @@ def validate_path(path: str) -> str:
         from sweeper.cluster import cluster_from_data
 
         return cluster_from_data(data, path).summary()
-    return recipe_from_data(data, path).summary()
+    recipe = recipe_from_data(data, path)
+    check_engine_installed(recipe.job, path)  # e.g. engine: vllm without vllm installed
+    return recipe.summary()
 
 
 def _validate_slurm(path: str, text: str) -> str:

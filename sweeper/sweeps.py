@@ -11,6 +11,7 @@ from typing import Any
 
 from sweeper.cluster import ClusterConfig, load_cluster
 from sweeper.cluster import resolve_storage as cluster_storage
+from sweeper.config.job import check_engine_installed
 from sweeper.controller import CONTROL_FILE, Controller, now_iso, ray_session
 from sweeper.errors import InputError
 from sweeper.recipe import Recipe, load_recipe
@@ -78,6 +79,8 @@ def prepare_sweep(
 ) -> tuple[Recipe, ClusterConfig | None, SweepStore]:
     """Validate the recipe and cluster file and create the sweep dir (refusing to overwrite)."""
     recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
+    if cluster is None or cluster.kind == "local":  # the jobs run here: so must their engine
+        check_engine_installed(recipe.job, recipe_path)
     return recipe, cluster, create_sweep_dir(recipe, text, root, recipe_path, overrides)
 
 

@@ -196,14 +196,16 @@ class RolloutCorrection(_Strict):
     cap: float = Field(2.0, ge=1.0, description="Upper bound of the per-token weight.")
 
 
-def check_engine_installed(job: object) -> None:
+def check_engine_installed(job: object, source: str = "") -> None:
     """``InputError`` (one line, how to install it) if ``job`` asks for an engine that is not
-    installed in this environment. Torch-free: looks the package up without importing it.
-    Called by ``sweeper validate`` and by local ``sweeper run`` (where the workers run here)."""
+    installed in this environment; ``source`` (a file) prefixes the message. Torch-free: looks
+    the package up without importing it. Called by ``sweeper validate`` and by a local
+    ``sweeper run`` (whose workers run here)."""
     import importlib.util
 
     if getattr(job, "engine", None) == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise InputError(f"job.engine: vllm is not installed here ({VLLM_INSTALL_HINT})")
+        where = f"{source}: " if source else ""
+        raise InputError(f"{where}job.engine: vllm is not installed here ({VLLM_INSTALL_HINT})")
 
 
 # --------------------------------------------------------------------------- jobs
