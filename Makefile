@@ -51,6 +51,8 @@ bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/grpo_step.py
 	$(BIN)/python bench/controller_vs_tune.py
+	if $(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; \
+	then $(BIN)/python bench/rollout_engines.py; else echo "rollout_engines.py: no vllm, skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -198,7 +198,8 @@ class JobRunner:
 
     Keeps built tasks and base policies (with one live model each) in memory, keyed by the
     task config and the policy config (+ task for ``tiny``, + device), so a job with the same
-    base only pays ``load_state_dict`` and a new optimizer.
+    base only pays ``load_state_dict`` and a new optimizer; and, for ``engine: vllm``, one warm
+    rollout engine (:meth:`engine`), so such a job only pays a push of the base weights.
 
     Args:
         cache_dir: root of the on-disk tiny-policy cache (default ``$SWEEPER_CACHE`` or
@@ -221,7 +222,7 @@ class JobRunner:
         self._policies: OrderedDict[str, _LoadedPolicy] = OrderedDict()
         self._warm_engine: tuple[str, RolloutEngine] | None = None
         self.engine_setup: dict[str, Any] = {}
-        """The last job's engine set-up: ``built`` (a new engine) and ``seconds``."""
+        """The last vLLM job's engine set-up: ``built`` (a new engine) and ``seconds``."""
 
     # -- cached pieces
 
@@ -262,9 +263,9 @@ class JobRunner:
         vLLM's process-wide state and the device memory allow one per worker.
         """
         model, tokenizer = loaded.model, loaded.base.tokenizer
-        start = time.perf_counter()
         if job.engine == "hf":
             return make_engine("hf", model, tokenizer.eos_id, tokenizer.pad_id)
+        start = time.perf_counter()
         key = json.dumps([job.engine, loaded.key, job.vllm.model_dump(mode="json")])
         if self._warm_engine is not None and self._warm_engine[0] == key:
             engine = self._warm_engine[1]

@@ -63,6 +63,10 @@ def engine(request, model) -> Iterator[RolloutEngine]:
     kind = request.param
     if kind == "vllm" and not HAS_VLLM:
         pytest.skip("vllm not installed")
+    if kind == "vllm":
+        # A process that imported flask (moto's S3 server does, in other tests; a user's reward
+        # code might) must still build an engine: vLLM's CPU start-up scans every module.
+        importlib.import_module("flask")
     built = make_engine(kind, model, TOK.eos_id, TOK.pad_id, **ENGINE_OPTIONS[kind])
     yield built
     built.close()

@@ -72,7 +72,28 @@ def _import_vllm() -> Any:
             f"job.engine: vllm is installed but does not import ({first}); on CPU, uninstall the "
             "CUDA torchvision/torchaudio/torchcodec it pulled (`make setup` does)"
         ) from err
+    _tolerate_odd_module_attributes()
     return vllm
+
+
+def _tolerate_odd_module_attributes() -> None:
+    # Without Triton (the CPU build), vLLM swaps in C++ kernels at start-up and rebinds every
+    # reference to them by scanning all of sys.modules with `hasattr(value, "__dict__")`, which
+    # raises instead of returning False on some objects (an unbound werkzeug LocalProxy such as
+    # flask.request, present once anything in the process imported flask). Give that one module
+    # a hasattr that treats such an object as having no __dict__.
+    try:
+        import vllm.triton_utils.dispatcher as dispatcher
+    except ImportError:  # another vLLM layout: nothing to patch
+        return
+
+    def tolerant_hasattr(obj: object, name: str) -> bool:
+        try:
+            return hasattr(obj, name)
+        except Exception:
+            return False
+
+    dispatcher.hasattr = tolerant_hasattr  # type: ignore[attr-defined]
 
 
 @contextmanager
