@@ -286,6 +286,11 @@ class JobRunner:
         self.engine_setup = {"built": built, "seconds": time.perf_counter() - start}
         return engine
 
+    @property
+    def warm_engine(self) -> RolloutEngine | None:
+        """The engine kept for the next job (``vllm``), or None."""
+        return None if self._warm_engine is None else self._warm_engine[1]
+
     def close(self) -> None:
         """Shut down the warm engine, if any (the runner stays usable)."""
         warm, self._warm_engine = self._warm_engine, None

@@ -48,14 +48,14 @@ def test_vllm_job_on_cuda_bf16_with_half_a_gpu(tmp_path) -> None:
     runner = JobRunner(cache_dir=tmp_path, gpu_fraction=0.5)
     try:
         rows = list(runner.run(JOB, seed=0))
-        engine = runner._warm_engine[1]
+        engine = runner.warm_engine
         # vLLM's memory share follows the job's GPU fraction: half of the default 0.5.
         cache = engine.llm.llm_engine.vllm_config.cache_config
         assert cache.gpu_memory_utilization == pytest.approx(0.25)
         assert engine.llm.llm_engine.model_config.dtype == torch.bfloat16
         # A second job of the same base reuses the engine.
         again = list(runner.run(JOB, seed=0))
-        assert runner.engine_setup["built"] is False and runner._warm_engine[1] is engine
+        assert runner.engine_setup["built"] is False and runner.warm_engine is engine
     finally:
         runner.close()
     keys = row_keys(RLVRJob.model_validate(JOB))

@@ -111,9 +111,9 @@ def test_an_engine_left_on_old_weights_shows_in_the_columns(runner, monkeypatch)
 
 def test_second_job_reuses_the_engine_and_starts_from_the_base(runner) -> None:
     first = list(runner.run(JOB, seed=0))
-    engine = runner._warm_engine[1]
+    engine = runner.warm_engine
     other = list(runner.run(JOB, seed=1))
-    assert runner.engine_setup["built"] is False and runner._warm_engine[1] is engine
+    assert runner.engine_setup["built"] is False and runner.warm_engine is engine
     again = list(runner.run(JOB, seed=0))
     assert runner.engine_setup["built"] is False
     assert runner.engine_setup["seconds"] < engine.start_seconds / 10  # a push, not a start
@@ -122,7 +122,7 @@ def test_second_job_reuses_the_engine_and_starts_from_the_base(runner) -> None:
     assert not _same_rows(first, other)
     # Other engine options need another engine: the warm one is replaced.
     list(runner.run({**JOB, "steps": 1, "vllm": {"max_model_len": 96}}, seed=0))
-    assert runner.engine_setup["built"] is True and runner._warm_engine[1] is not engine
+    assert runner.engine_setup["built"] is True and runner.warm_engine is not engine
     assert engine.llm is None  # the old one was shut down
 
 
