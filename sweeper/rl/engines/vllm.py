@@ -27,7 +27,6 @@ import gc
 import logging
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -159,17 +158,15 @@ class VLLMEngine:
                 "matching vllm build)"
             )
         start = time.perf_counter()
-        self._dir = tempfile.mkdtemp(prefix="sweeper-vllm-")
-        config = model.config.__class__.from_dict(model.config.to_dict())
-        config.architectures = [type(model).__name__]  # unset on a model built from a config
-        config.save_pretrained(self._dir)
         kwargs = self.engine_kwargs(param.dtype, gpu_fraction)
-        try:
+        # vLLM reads the model's config.json once, at start-up (weights come from the trainer),
+        # so the directory goes away right after: nothing is left behind by a killed worker.
+        with tempfile.TemporaryDirectory(prefix="sweeper-vllm-") as model_dir:
+            config = model.config.__class__.from_dict(model.config.to_dict())
+            config.architectures = [type(model).__name__]  # unset on a model built from a config
+            config.save_pretrained(model_dir)
             with _no_side_effects():
-                self.llm: Any = vllm.LLM(model=self._dir, **kwargs)
-        except BaseException:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise
+                self.llm: Any = vllm.LLM(model=model_dir, **kwargs)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.sync_weights(model.state_dict().items())
         self.start_seconds = time.perf_counter() - start
@@ -308,4 +305,3 @@ class VLLMEngine:
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        shutil.rmtree(self._dir, ignore_errors=True)
