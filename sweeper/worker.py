@@ -52,7 +52,7 @@ class JobWorker:
         if self._runner is None:
             from sweeper.rl.job import JobRunner  # torch only on workers, only for rlvr
 
-            self._runner = JobRunner(cache_dir=self._cache_dir)
+            self._runner = JobRunner(cache_dir=self._cache_dir, gpu_fraction=_gpu_fraction())
         return self._runner.run(job, seed)
 
     def run(self, run_id: str, job: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -100,3 +100,15 @@ class JobWorker:
         with self._cond:
             if self._run_id == run_id:
                 self._stop.set()
+
+
+def _gpu_fraction() -> float | None:
+    """This actor's share of its GPU (fractional ``num_gpus``), for the rollout engine's memory
+    share; None outside Ray or without a GPU."""
+    try:
+        import ray
+
+        share = ray.get_runtime_context().get_assigned_resources().get("GPU")
+    except Exception:  # outside Ray (tests call the class directly)
+        return None
+    return float(share) if share else None

@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+from sweeper.config.job import check_engine_installed
 from sweeper.config.loader import cluster_from_data, parse_yaml, read_text, recipe_from_data
 from sweeper.errors import InputError
 
@@ -43,7 +44,9 @@ def validate_path(path: str) -> str:
         return _validate_ray_launcher(path, data)
     if "kind" in data:
         return cluster_from_data(data, path).summary()
-    return recipe_from_data(data, path).summary()
+    recipe = recipe_from_data(data, path)
+    check_engine_installed(recipe.job, path)  # e.g. engine: vllm without vllm installed
+    return recipe.summary()
 
 
 def _validate_slurm(path: str, text: str) -> str:

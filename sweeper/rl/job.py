@@ -49,6 +49,7 @@ from sweeper.config.job import SAMPLES_KEY, RLVRJob
 from sweeper.config.messages import describe_validation_error
 from sweeper.errors import InputError
 from sweeper.rl.advantages import group_advantages
+from sweeper.rl.engines import RolloutBatch, RolloutEngine, make_engine, response_logits
 from sweeper.rl.losses import METRIC_KEYS, needs_current_logp, plan_mini_batch, policy_loss
 from sweeper.rl.metrics import pass_at_k, token_logprobs_and_entropy
 from sweeper.rl.policy import (
@@ -59,7 +60,7 @@ from sweeper.rl.policy import (
     prompt_encoder,
     warm_start_identity,
 )
-from sweeper.rl.rollout import RolloutBatch, RolloutEngine, make_engine, response_logits
+from sweeper.rl.rollout_correction import truncated_importance_weights
 from sweeper.rl.tasks import Problem, Task, make_task
 from sweeper.seeding import derive_seed
 
@@ -88,6 +89,9 @@ TRAIN_KEYS: tuple[str, ...] = (
     "time_old_logp_s",
     "time_update_s",
     "tokens_per_s",
+    # engine vs trainer: |old_logp - engine_logp| over response tokens (NaN for engine: hf)
+    "rollout_logp_diff_mean",
+    "rollout_logp_diff_max",
 )
 """Columns measured on train steps (s < steps)."""
 
@@ -291,20 +295,32 @@ class JobRunner:
     by its policy name and tiny config (+ task for ``tiny``); a live model by its base, parameter
     dtype, LoRA config and device. A job with the same live model only pays a reset (all weights,
     or just the adapter) and a new optimizer; the prompt template, system prompt and gradient
-    checkpointing are per job and need no new model.
+    checkpointing are per job and need no new model. For ``engine: vllm`` it keeps one warm
+    rollout engine (:meth:`engine`), so such a job only pays a push of the base weights.
 
     Args:
         cache_dir: root of the on-disk tiny-policy cache (default ``$SWEEPER_CACHE`` or
             ``~/.cache/sweeper``).
         max_policies: live models (and bases) kept in memory (least recently used dropped first).
+        gpu_fraction: this worker's share of its GPU (``run.resources.num_gpus``); sizes the
+            vLLM engine's default memory share. None: the whole GPU.
     """
 
-    def __init__(self, cache_dir: str | Path | None = None, max_policies: int = 2) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        max_policies: int = 2,
+        gpu_fraction: float | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.max_policies = max_policies
+        self.gpu_fraction = gpu_fraction
         self._tasks: dict[str, Task] = {}
         self._bases: OrderedDict[str, BasePolicy] = OrderedDict()
         self._policies: OrderedDict[str, LivePolicy] = OrderedDict()
+        self._warm_engine: tuple[str, RolloutEngine] | None = None
+        self.engine_setup: dict[str, Any] = {}
+        """The last vLLM job's engine set-up: ``built`` (a new engine) and ``seconds``."""
 
     # -- cached pieces
 
@@ -348,6 +364,55 @@ class JobRunner:
             self._policies.popitem(last=False)
         return self._policies[key]
 
+    def engine(self, job: RLVRJob, policy: LivePolicy) -> RolloutEngine:
+        """The job's rollout engine, sampling from the live policy's current weights.
+
+        ``hf`` shares the live model (built per job, free). An engine with its own weights
+        (``vllm``) is kept warm: the next job of the same base policy, parameter dtype and
+        engine options only pushes the (reset) policy's weights into it -- with LoRA the merged
+        ones (:meth:`LivePolicy.merged_weights`); a job of another base replaces it, since
+        vLLM's process-wide state and the device memory allow one per worker.
+        """
+        model, tokenizer = policy.model, policy.base.tokenizer
+        if job.engine == "hf":
+            return make_engine("hf", model, tokenizer.eos_id, tokenizer.pad_id)
+        start = time.perf_counter()
+        options = job.vllm.model_dump(mode="json")
+        key = json.dumps(
+            [job.engine, self._base_key(job), job.param_dtype, options], sort_keys=True
+        )
+        weights = policy.merged_weights().items()
+        if self._warm_engine is not None and self._warm_engine[0] == key:
+            engine = self._warm_engine[1]
+            engine.sync_weights(weights)  # per-job reset: push the base weights
+            built = False
+        else:
+            self.close()
+            engine = make_engine(
+                job.engine,
+                model,
+                tokenizer.eos_id,
+                tokenizer.pad_id,
+                options=job.vllm,
+                gpu_fraction=self.gpu_fraction,
+                weights=weights,
+            )
+            self._warm_engine = (key, engine)
+            built = True
+        self.engine_setup = {"built": built, "seconds": time.perf_counter() - start}
+        return engine
+
+    @property
+    def warm_engine(self) -> RolloutEngine | None:
+        """The engine kept for the next job (``vllm``), or None."""
+        return None if self._warm_engine is None else self._warm_engine[1]
+
+    def close(self) -> None:
+        """Shut down the warm engine, if any (the runner stays usable)."""
+        warm, self._warm_engine = self._warm_engine, None
+        if warm is not None:
+            warm[1].close()
+
     # -- the job
 
     def run(self, job: dict[str, Any] | RLVRJob, seed: int) -> Iterator[dict[str, Any]]:
@@ -373,7 +438,7 @@ class JobRunner:
         optimizer = torch.optim.AdamW(
             policy.trainable_parameters(), lr=job.lr, weight_decay=job.weight_decay
         )
-        engine = make_engine(job.engine, policy.model, tokenizer.eos_id, tokenizer.pad_id)
+        engine = self.engine(job, policy)  # warm across jobs; holds the base weights now
         torch.manual_seed(derive_seed(seed, "torch"))
         reset = getattr(task, "reset", None)
         if callable(reset):
@@ -501,6 +566,10 @@ def _train_step(ctx: JobContext, step: int) -> dict[str, float]:
     old_logp, entropy = _no_grad_pass(ctx, batch, job.temperature)  # [B, T] each
     mask = batch.response_mask  # [B, T]
     mean_entropy = _masked_mean(entropy, mask.float())
+    # The engine's own log-probs never enter the ratio; they measure the mismatch and, with
+    # rollout_correction, reweight the tokens (truncated importance sampling).
+    logp_diff = _logp_mismatch(old_logp, batch)
+    weights = _correction_weights(job, old_logp, batch)  # [B, T] or None
     _sync(ctx.device)
     time_old_logp = time.perf_counter() - start
 
@@ -513,11 +582,13 @@ def _train_step(ctx: JobContext, step: int) -> dict[str, float]:
         for idx_cpu in order.tensor_split(job.mini_batches):
             idx = idx_cpu.to(ctx.device)
             mini = batch.rows(idx)
-            out = _update(ctx, mini, old_logp[idx], advantages[idx], mask[idx], step, updates)
+            w = None if weights is None else weights[idx]
+            out = _update(ctx, mini, old_logp[idx], advantages[idx], mask[idx], step, updates, w)
             for key, value in out.items():
                 sums[key] += value
             updates += 1
-    ctx.engine.sync_weights()
+    if ctx.engine.holds_weights:  # vLLM: the next rollout must see the updated policy
+        ctx.engine.sync_weights(ctx.policy.merged_weights().items())
     _sync(ctx.device)
     time_update = time.perf_counter() - start
 
@@ -533,8 +604,32 @@ def _train_step(ctx: JobContext, step: int) -> dict[str, float]:
         time_old_logp_s=time_old_logp,
         time_update_s=time_update,
         tokens_per_s=n_tokens / max(time_generate + time_old_logp + time_update, 1e-9),
+        rollout_logp_diff_mean=logp_diff[0],
+        rollout_logp_diff_max=logp_diff[1],
     )
     return row
+
+
+def _logp_mismatch(old_logp: torch.Tensor, batch: RolloutBatch) -> tuple[float, float]:
+    """(mean, max) of |trainer logp - engine logp| over response tokens; NaN without
+    engine log-probs (engine: hf) or tokens."""
+    mask = batch.response_mask.bool()
+    if batch.engine_logp is None or not bool(mask.any()):
+        return math.nan, math.nan
+    diff = (old_logp - batch.engine_logp).abs()[mask]
+    return float(diff.mean()), float(diff.max())
+
+
+def _correction_weights(
+    job: RLVRJob, old_logp: torch.Tensor, batch: RolloutBatch
+) -> torch.Tensor | None:
+    """[B, T] per-token loss weights of ``job.rollout_correction`` (None when off)."""
+    correction = job.rollout_correction
+    if correction is None or batch.engine_logp is None:
+        return None
+    return truncated_importance_weights(
+        old_logp, batch.engine_logp, batch.response_mask, correction.cap
+    )
 
 
 def _update(
@@ -545,10 +640,12 @@ def _update(
     mask: torch.Tensor,
     step: int,
     update: int,
+    token_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One optimizer step on one mini-batch (``old_logp``, ``mask`` [b, T], ``advantages``
-    [b]), in micro-batches whose gradients accumulate to exactly the unsplit step; returns the
-    step's loss, grad norm and loss metrics."""
+    """One optimizer step on one mini-batch (``old_logp``, ``mask``, ``token_weights`` [b, T] --
+    the last None without a rollout correction --, ``advantages`` [b]), in micro-batches whose
+    gradients accumulate to exactly the unsplit step; returns the step's loss, grad norm and
+    loss metrics."""
     job = ctx.job
     size = mini.size
     micro = ctx.micro_rows(size)
@@ -599,6 +696,7 @@ def _update(
             mask[part],
             job.loss,
             norm_len=job.max_new_tokens,
+            token_weights=None if token_weights is None else token_weights[part],
             **plan.part(part),
         )
         loss_value = float(out.loss.detach())

@@ -150,6 +150,8 @@ class LossBatch:
             micro-batch's slice of its mini-batch's draws), or None.
         cov_selected: [B, T] bool Clip-Cov / KL-Cov selection made on the whole mini-batch, or
             None (select here, on this batch).
+        token_weights: [B, T] float32, detached, 0 on masked positions: multiplies each
+            token's loss before aggregation (e.g. truncated importance sampling), or None.
     """
 
     logp: Tensor
@@ -161,6 +163,7 @@ class LossBatch:
     totals: LossTotals
     uniforms: Tensor | None = None
     cov_selected: Tensor | None = None
+    token_weights: Tensor | None = None
 
     @classmethod
     def build(
@@ -175,6 +178,7 @@ class LossBatch:
         totals: LossTotals | None = None,
         uniforms: Tensor | None = None,
         cov_selected: Tensor | None = None,
+        token_weights: Tensor | None = None,
     ) -> LossBatch:
         """Check shapes and build a batch; ``advantages`` may be [B] (broadcast over tokens).
         ``totals`` defaults to this batch's own."""
@@ -186,6 +190,7 @@ class LossBatch:
             ("mask", mask),
             ("uniforms", uniforms),
             ("cov_selected", cov_selected),
+            ("token_weights", token_weights),
         ):
             if t is not None and t.shape != shape:
                 raise ValueError(f"{name} shape {tuple(t.shape)} != logp shape {tuple(shape)}")
@@ -213,6 +218,9 @@ class LossBatch:
             totals=LossTotals.of(valid) if totals is None else totals,
             uniforms=None if uniforms is None else uniforms.float(),
             cov_selected=None if cov_selected is None else cov_selected != 0,
+            token_weights=None
+            if token_weights is None
+            else torch.where(valid, token_weights.detach().float(), zero),
         )
 
     def draw_uniforms(self) -> Tensor:
@@ -284,6 +292,7 @@ def policy_loss(
     totals: LossTotals | None = None,
     uniforms: Tensor | None = None,
     cov_selected: Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> LossOutput:
     """The configured policy loss of one (mini-)batch (DESIGN §3.1).
 
@@ -306,6 +315,10 @@ def policy_loss(
             loss and each metric are this batch's contribution (they sum over micro-batches).
         uniforms: [B, T] draws replacing the kind's own ``torch.rand`` (``nsr``).
         cov_selected: [B, T] bool Clip-Cov / KL-Cov selection made on the whole mini-batch.
+        token_weights: optional [B, T] per-token weights (treated as constants) multiplying
+            each token's loss before aggregation, e.g. truncated importance-sampling weights
+            for the rollout engine's mismatch (``sweeper.rl.rollout_correction``). All ones
+            gives exactly the unweighted loss; metrics are unweighted.
 
     Returns:
         ``LossOutput(loss, metrics)`` with ``metrics`` keyed by ``METRIC_KEYS``.
@@ -326,6 +339,7 @@ def policy_loss(
         totals=totals,
         uniforms=uniforms,
         cov_selected=cov_selected,
+        token_weights=token_weights,
     )
     return get_policy_loss(params.kind)(batch, params)
 
@@ -583,6 +597,8 @@ def _output(
     """Stage 2 of every kind: aggregate its per-token loss [B, T] (stage 1) with the batch's
     normalisers, and build the metrics (the same keys for every kind; None -> 0.0), fractions
     over ``batch.totals.n_tokens``."""
+    if batch.token_weights is not None:  # e.g. truncated importance sampling
+        per_token = per_token * batch.token_weights
     loss = aggregate(per_token, batch.mask, agg, batch.norm_len, batch.totals)
     with torch.no_grad():
         zero = torch.zeros((), device=per_token.device)

@@ -52,7 +52,7 @@ from sweeper.config.job import (
     TinyPolicyConfig,
 )
 from sweeper.errors import InputError
-from sweeper.rl.rollout import HFEngine
+from sweeper.rl.engines import HFEngine
 from sweeper.rl.tasks import Problem, Task, tokenizer_alphabet
 
 __all__ = [

@@ -13,11 +13,11 @@ import torch
 import sweeper.rl.job as job_module
 from sweeper.config.job import RLVRJob
 from sweeper.errors import InputError
+from sweeper.rl.engines import HFEngine
 from sweeper.rl.job import NonFiniteLossError, row_keys, run_job
 from sweeper.rl.losses import LossOutput
 from sweeper.rl.metrics import token_logprobs_and_entropy
 from sweeper.rl.policy import CharTokenizer, greedy_accuracy, load_base_policy
-from sweeper.rl.rollout import HFEngine
 
 torch.set_num_threads(1)
 
@@ -180,7 +180,7 @@ def test_bad_job_is_one_line_input_error(runner) -> None:
     with pytest.raises(InputError, match="unknown key"):
         runner.run({**SMALL, "stepz": 3}, seed=0)
     with pytest.raises(InputError, match="engine"):
-        list(runner.run({**SMALL, "engine": "vllm"}, seed=0))
+        runner.run({**SMALL, "engine": "sglang"}, seed=0)
     with pytest.raises(InputError, match="rlvr"):
         runner.run({"kind": "synthetic"}, seed=0)
 

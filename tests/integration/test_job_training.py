@@ -18,6 +18,7 @@ import sweeper.rl.job as job_module
 from sweeper.config.job import SAMPLES_KEY, PolicyConfig, RLVRJob, TinyPolicyConfig
 from sweeper.config.loss import AGGREGATIONS, LOSS_PARAMS
 from sweeper.errors import InputError
+from sweeper.rl.engines import RolloutBatch
 from sweeper.rl.job import JobContext, JobRunner
 from sweeper.rl.policy import (
     BasePolicy,
@@ -26,7 +27,6 @@ from sweeper.rl.policy import (
     build_tiny_model,
     prompt_encoder,
 )
-from sweeper.rl.rollout import RolloutBatch
 
 torch.set_num_threads(1)
 
