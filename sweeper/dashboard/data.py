@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -66,7 +67,10 @@ FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 _PASS_AT = re.compile(r"^pass_at_(\d+)$")
 _PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")  # store.py's part file names
-_READ_THREADS = 4  # part reads are I/O + decoding that releases the GIL
+# Part reads are I/O plus decoding that releases the GIL: a thread per core locally, more for
+# an object store, where each read waits on a round trip.
+_LOCAL_READ_THREADS = max(os.cpu_count() or 2, 2)
+_REMOTE_READ_THREADS = 16
 
 
 # --------------------------------------------------------------------------- formatting
@@ -447,7 +451,8 @@ class TraceCache:
     def _read_many(self, names: list[str], wanted: Callable[[str], bool] | None) -> list[pa.Table]:
         if len(names) < 8:
             return [_read_part(self.store, n, wanted) for n in names]
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
+        threads = _LOCAL_READ_THREADS if self.store.is_local else _REMOTE_READ_THREADS
+        with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(lambda n: _read_part(self.store, n, wanted), names))
 
     def refresh(self) -> bool:
@@ -525,9 +530,10 @@ def _summary_column_for(objective: ObjectiveConfig) -> Callable[[str], bool]:
 class SweepData:
     """A cached reader of one sweep dir; :meth:`snapshot` is safe to call from many threads.
 
-    Refreshes are at most every ``min_interval`` seconds; a refresh lists traces/, reads the
-    new part files, status.json and the two tables, and recomputes the ranking only when one of
-    them changed."""
+    Refreshes are at most every ``min_interval`` seconds (0: at every call), and never more
+    than a third of the time (a big sweep's refresh can take a second or two: the server stays responsive); a
+    refresh lists traces/, reads the new part files, status.json and the two tables, and
+    recomputes the ranking only when one of them changed."""
 
     def __init__(self, store: SweepStore, min_interval: float = 1.0) -> None:
         self.store = store
@@ -544,14 +550,18 @@ class SweepData:
         self._snap: Snapshot | None = None
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = -math.inf
+        self._cost = 0.0  # seconds the last refresh took
 
     def snapshot(self) -> Snapshot:
         """The current snapshot (refreshed from the sweep dir when due)."""
         with self._lock:
-            if self._snap is not None and time.monotonic() - self._checked < self.min_interval:
+            wait = max(self.min_interval, 2 * self._cost) if self.min_interval > 0 else 0.0
+            if self._snap is not None and time.monotonic() - self._checked < wait:
                 return self._snap
+            start = time.monotonic()
             self._refresh()
             self._checked = time.monotonic()
+            self._cost = self._checked - start
             assert self._snap is not None
             return self._snap
 

@@ -212,7 +212,9 @@ LINES = """(sel) => Array.from(document.querySelectorAll(sel)).map((d) =>
 
 
 def wait_for_plots(page: Any, selector: str, count: int = 1) -> list[int]:
-    """Wait until ``count`` plots under ``selector`` hold marks; their mark counts."""
+    """Scroll to ``selector`` (plots are drawn when near the viewport) and wait until ``count``
+    plots under it hold marks; their mark counts."""
+    page.locator(selector).first.scroll_into_view_if_needed()
     page.wait_for_function(
         "([sel, n]) => document.querySelectorAll(sel + ' .main-svg').length >= n",
         arg=[selector, count],
@@ -225,6 +227,15 @@ def wait_for_plots(page: Any, selector: str, count: int = 1) -> list[int]:
             return marks
         time.sleep(0.2)
     raise AssertionError(f"plots under {selector} stayed empty: {marks}")
+
+
+def screenshot(page: Any, path: Path) -> None:
+    """A full-page screenshot with every plot drawn (scrolled past each first)."""
+    for plot in page.locator(".plot:visible").all():
+        plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=True)
 
 
 # --------------------------------------------------------------------------- live
@@ -244,7 +255,7 @@ def test_page_updates_while_the_sweep_runs(sweep_run: SweepRun, page: Any, artif
             if not seen or seen[-1] != text:
                 seen.append(text)
             if not shot and page.locator("#running tbody tr").count() > 0:
-                page.screenshot(path=str(artifacts / "live-running.png"), full_page=True)
+                screenshot(page, artifacts / "live-running.png")
                 shot = True
             if text == "9/9":
                 break
@@ -255,7 +266,7 @@ def test_page_updates_while_the_sweep_runs(sweep_run: SweepRun, page: Any, artif
         assert len(done) >= 2 and done == sorted(done), seen  # counted up, in place
         assert shot, "never saw a running job"
         page.wait_for_function("document.getElementById('state').textContent === 'finished'")
-        page.screenshot(path=str(artifacts / "live-finished.png"), full_page=True)
+        screenshot(page, artifacts / "live-finished.png")
     sweep_run.wait()
 
 
@@ -290,8 +301,9 @@ def test_page_shows_the_sweep_and_plots_with_data(
         page.wait_for_function(
             "document.getElementById('curve-trials').textContent.split(' · ').length === 1"
         )
-        assert page.evaluate(LINES, "#curves .js-plotly-plot")[0] == 1
-        page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
+        page.locator("#curves").scroll_into_view_if_needed()
+        page.wait_for_function(f"({LINES})('#curves .js-plotly-plot')[0] === 1")
+        screenshot(page, artifacts / "overview.png")
 
 
 def test_trial_page_opens(finished_sweep: Path, page: Any, artifacts: Path) -> None:
@@ -308,7 +320,7 @@ def test_trial_page_opens(finished_sweep: Path, page: Any, artifacts: Path) -> N
         assert page.locator("#trial-attempts tbody tr").count() == 2
         assert "COMPLETE" in page.inner_text("#trial-attempts")
         assert "no eval samples" in page.inner_text("#trial-samples")
-        page.screenshot(path=str(artifacts / "trial.png"), full_page=True)
+        screenshot(page, artifacts / "trial.png")
         page.click("text=← overview")
         page.wait_for_selector("#overview:not([hidden])")
         # /trial/N is a link that works too
@@ -341,13 +353,13 @@ def test_report_opens_offline_from_file(
     assert page.inner_text("#sweep-name") == "synthetic_grid"
     assert page.inner_text("#done-count") == "9/9"
     assert page.inner_text("#mode").startswith("report written")
-    page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    screenshot(page, artifacts / "report.png")
     # its trial pages are in the file too
     page.click("#ranking tbody tr:nth-child(2) a")
     page.wait_for_selector("#trial-view:not([hidden])")
     wait_for_plots(page, "#trial-curves", count=3)
     assert page.evaluate(LINES, "#trial-curves .js-plotly-plot")[0] == 2
-    page.screenshot(path=str(artifacts / "report-trial.png"), full_page=True)
+    screenshot(page, artifacts / "report-trial.png")
     # the top-K choice works offline (it hides the curves of the others)
     page.click("text=← overview")
     page.select_option("#top", "3")

@@ -15,7 +15,7 @@
   const TOP_CHOICES = [1, 3, 5, 10, 20];
   const PLOT_CONFIG = { responsive: true, displaylogo: false };
   const state = {
-    top: REPORT ? REPORT.overview.top : 5,
+    top: REPORT ? Math.min(5, REPORT.overview.top) : 5, // the report holds more: the choice shows them
     overviewVersion: null,
     importanceVersion: null,
     trial: null,
@@ -79,8 +79,45 @@
     return resp.json();
   }
 
-  function plot(div, fig) {
+  // Plots are drawn when they come near the viewport (and redrawn only when their figure
+  // changed): a first view draws what it shows, and a hidden or far-down plot -- parallel
+  // coordinates take seconds in a browser without GPU -- costs nothing until looked at.
+  const pending = new Map(); // div -> figure not drawn yet
+  const nearby = new Set(); // divs within the margin of the viewport
+  const drawnAs = new WeakMap(); // div -> JSON of the figure it was last given
+  const observer = new IntersectionObserver(
+    (entries) => {
+      entries.forEach((e) => {
+        if (e.isIntersecting) nearby.add(e.target);
+        else nearby.delete(e.target);
+        if (e.isIntersecting && pending.has(e.target)) draw(e.target);
+      });
+    },
+    { rootMargin: "400px 0px" }
+  );
+
+  function draw(div) {
+    const fig = pending.get(div);
+    pending.delete(div);
     Plotly.react(div, fig.data, fig.layout, PLOT_CONFIG);
+    if (div.dataset.clickable) linkToTrials(div);
+  }
+
+  function plot(div, fig) {
+    const key = JSON.stringify(fig);
+    if (drawnAs.get(div) === key) return; // unchanged since last time
+    drawnAs.set(div, key);
+    pending.set(div, fig);
+    observer.observe(div);
+    if (nearby.has(div)) draw(div);
+  }
+
+  function unplot(div) {
+    pending.delete(div);
+    observer.unobserve(div);
+    nearby.delete(div);
+    drawnAs.delete(div);
+    Plotly.purge(div);
   }
 
   // Clicking a point or a heatmap cell whose customdata is a trial id opens that trial.
@@ -173,7 +210,7 @@
     const wanted = new Set(items.map((it) => it.metric));
     Array.from(container.children).forEach((div) => {
       if (!wanted.has(div.dataset.metric)) {
-        Plotly.purge(div);
+        unplot(div);
         container.removeChild(div);
       }
     });
@@ -188,9 +225,13 @@
     });
   }
 
+  // The report holds the curves of its best N trials; the top-K choice shows the first K.
   function applyTop(div) {
-    const visible = div.data.map((t) => (t.meta && t.meta.rank ? t.meta.rank <= state.top : true));
-    Plotly.restyle(div, { visible: visible });
+    const fig = pending.get(div) || (div.data ? { data: div.data } : null);
+    if (!fig) return;
+    const visible = fig.data.map((t) => (t.meta && t.meta.rank ? t.meta.rank <= state.top : true));
+    if (pending.has(div)) fig.data.forEach((t, i) => (t.visible = visible[i]));
+    else Plotly.restyle(div, { visible: visible });
   }
 
   function renderTopChoices(maxTop) {
@@ -209,7 +250,7 @@
   function renderSingle(id, fig, emptyText) {
     const div = $(id);
     if (!fig) {
-      if (div.data) Plotly.purge(div);
+      unplot(div);
       div.textContent = emptyText;
       div.classList.add("empty");
       return;
@@ -218,8 +259,8 @@
       div.textContent = "";
       div.classList.remove("empty");
     }
+    div.dataset.clickable = "1";
     plot(div, fig);
-    linkToTrials(div);
   }
 
   function renderOverview(o) {
@@ -335,7 +376,7 @@
     state.trial = trial;
     window.scrollTo(0, 0);
     refresh(true).then(() => {
-      // Plots drawn while hidden have no width: size them now that they show.
+      // Plots drawn before a resize of the window while hidden: size them to what shows now.
       document.querySelectorAll(trial === null ? "#overview .js-plotly-plot" : "#trial-view .js-plotly-plot").forEach((d) => Plotly.Plots.resize(d));
     });
   }
