@@ -59,6 +59,14 @@ class _ViewCache:
             return snap.version, self._views[key]
 
 
+def _read_quietly(data: SweepData) -> None:
+    """Refresh ``data`` in the background; a failure is logged (the page shows it when it asks)."""
+    try:
+        data.snapshot()
+    except Exception:
+        log.exception("reading %s failed", data.store.uri)
+
+
 def _json(payload: Any, status_code: int = 200) -> Response:
     # Plotly's encoder: numpy arrays, NaN and infinities (as null) included.
     return Response(script_json(payload), status_code, media_type="application/json")
@@ -71,6 +79,9 @@ def create_app(store: SweepStore, data: SweepData | None = None) -> Starlette:
     recipe_text = store.read_text(RECIPE_YAML) if store.exists(RECIPE_YAML) else ""
 
     def index(request: Request) -> Response:
+        # Read the sweep while the browser loads plotly.js: the page's first request for data
+        # then finds it read (or being read), instead of starting only when the script runs.
+        threading.Thread(target=_read_quietly, args=(data,), daemon=True).start()
         return HTMLResponse(live_page(), headers={"Cache-Control": "no-store"})
 
     def trial_page(request: Request) -> Response:
@@ -169,7 +180,7 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the dashboard of ``store`` until interrupted (Ctrl-C). The sweep is read in the
-    background at once, so the first page view finds it loaded. ``on_ready(url)`` is called
+    background at once, so the first page view usually finds it read. ``on_ready(url)`` is called
     once the socket listens."""
     import uvicorn
 
@@ -177,13 +188,7 @@ def serve(
     data = SweepData(store)
     app = create_app(store, data)
 
-    def preload() -> None:
-        try:
-            data.snapshot()
-        except Exception:  # the page shows the error when it asks; do not kill the server
-            log.exception("reading %s failed", store.uri)
-
-    threading.Thread(target=preload, name="sweeper-dashboard-preload", daemon=True).start()
+    threading.Thread(target=_read_quietly, args=(data,), daemon=True).start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     if on_ready is not None:
         on_ready(url_of(sock))

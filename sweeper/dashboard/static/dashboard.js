@@ -263,15 +263,16 @@
     plot(div, fig);
   }
 
+  // Top of the page first: the ranking (a row per trial, thousands in a big sweep) last.
   function renderOverview(o) {
     renderProgress(o.progress);
-    renderRanking(o.ranking);
     renderTopChoices(o.top);
     $("curve-trials").textContent = o.curve_trials.length ? o.curve_trials.join(" · ") : "no trial has traces yet";
     renderFigureGrid($("curves"), o.curves, REPORT ? applyTop : null);
     renderSingle("fig-pareto", o.pareto, "no final pass@k and entropy yet");
     renderSingle("fig-space", o.space ? o.space.figure : null, "no trial has a value yet");
     $("space-kind").textContent = o.space ? "(" + o.space.kind + ")" : "";
+    renderRanking(o.ranking);
   }
 
   function renderImportance(imp) {
@@ -382,13 +383,15 @@
   }
 
   async function start() {
+    // The sweep's name and the first view are asked for at once.
+    const info = REPORT ? Promise.resolve(REPORT.sweep) : getJSON("api/sweep");
+    window.addEventListener("hashchange", route);
+    route();
     try {
-      renderSweep(REPORT ? REPORT.sweep : await getJSON("api/sweep"));
+      renderSweep(await info);
     } catch (err) {
       showError(err);
     }
-    window.addEventListener("hashchange", route);
-    route();
     if (!REPORT) {
       setInterval(() => {
         if (!document.hidden) refresh(false);
