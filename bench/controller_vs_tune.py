@@ -43,8 +43,8 @@ def recipe_dict(args: argparse.Namespace, storage: str) -> dict:
 
 
 def run_sweeper(args: argparse.Namespace, workdir: str) -> float:
+    from sweeper.config.loader import load_recipe
     from sweeper.controller import Controller
-    from sweeper.recipe import load_recipe
     from sweeper.store import SweepStore, manifest
 
     path = os.path.join(workdir, "bench.yaml")

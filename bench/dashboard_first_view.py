@@ -40,10 +40,10 @@ from pathlib import Path
 
 import yaml
 
+from sweeper.config.recipe import Recipe
 from sweeper.dashboard.data import SweepData
 from sweeper.dashboard.server import bind, create_app, url_of
 from sweeper.rank import rank_sweep
-from sweeper.recipe import Recipe
 from sweeper.store import SweepStore, manifest
 from sweeper.synthetic import run_synthetic
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from sweeper.errors import InputError
 
@@ -209,12 +210,12 @@ def export(
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Export the best configs as a recipe, verl overrides or TRL GRPOConfig kwargs."""
-    from sweeper.export import export_best
+    from sweeper.export import FORMATS, export_best
     from sweeper.sweeps import open_sweep
 
-    if fmt not in ("yaml", "verl", "trl"):
-        raise InputError(f"--format {fmt!r}: choose yaml, verl or trl")
-    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):  # type: ignore[arg-type]
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
+    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):
         console.print(f"wrote {path}")
 
 
@@ -265,9 +266,38 @@ def dashboard(
 
 @app.command()
 @handles_input_errors
+def samples(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    trial: Annotated[int | None, typer.Option(help="Only this trial.")] = None,
+    step: Annotated[int | None, typer.Option(help="Only this eval step.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show at most.")] = 50,
+) -> None:
+    """Print logged eval completions (prompt, response, reward, correct; eval.log_samples)."""
+    from sweeper.sweeps import open_sweep
+
+    rows = open_sweep(sweep).read_samples(trial=trial, step=step)
+    if rows.empty:
+        err_console.print("no samples (the recipe logs them with job.eval.log_samples: N)")
+        return
+    table = Table(title=f"eval samples ({min(len(rows), limit)} of {len(rows)})", show_lines=True)
+    for col in ("trial", "seed", "attempt", "step", "prompt", "response", "reward", "correct"):
+        table.add_column(col, overflow="fold")
+    for r in rows.head(limit).itertuples(index=False):
+        table.add_row(
+            *(str(v) for v in (r.trial, r.seed, r.attempt, r.step)),
+            Text(str(r.prompt)),  # model text is never read as rich markup
+            Text(str(r.response)),
+            f"{r.reward:.3g}",
+            "[green]yes[/green]" if r.correct else "[red]no[/red]",
+        )
+    console.print(table)
+
+
+@app.command()
+@handles_input_errors
 def validate(path: Annotated[str, typer.Argument(help="A recipe or cluster file.")]) -> None:
     """Check a recipe or cluster file."""
-    from sweeper.recipe import validate_path
+    from sweeper.config.files import validate_path
 
     console.print(f"[green]ok[/green] {validate_path(path)}")
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sweeper.recipe import ObjectiveConfig
+from sweeper.config.recipe import ObjectiveConfig
 
 if TYPE_CHECKING:
     from sweeper.store import SweepStore

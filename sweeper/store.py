@@ -9,13 +9,12 @@ A sweep lives in ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI (``
     trials.parquet          one row per trial (rewritten atomically)
     runs.parquet            one row per job attempt (rewritten atomically)
     traces/                 step rows, one Parquet part file per append
+    samples/                eval completions, one Parquet file per eval step (eval.log_samples)
     status.json             live counts, running jobs, best so far, updated_at
     optuna.db               the local Optuna sqlite storage (written by the controller)
 
-Crash safety: no reader ever sees a half-written file. Locally every file is written to a hidden
-temporary name in the same directory, flushed, fsynced and renamed over its final name; on object
-stores the fully serialised bytes go up in one PUT, which S3 makes visible only once complete.
-Readers ignore names starting with ``.`` or ``_``.
+Crash safety: no reader ever sees a half-written file (every write is atomic, see
+:mod:`sweeper.storage`); readers ignore names starting with ``.`` or ``_``.
 
 Every Parquet file carries the key-value metadata ``sweeper.schema_version`` (``"1"``) and every
 JSON file a top-level ``schema_version`` (``1``). JSON files use Python's ``Infinity``/``NaN``
@@ -36,6 +35,9 @@ Column conventions (plain pandas/pyarrow can read everything):
 - traces/: ``trial``, ``seed``, ``attempt``, ``step`` int64, then one float64 column per metric
   (NaN where not measured at that step). Part files are named
   ``t000003-s0-a1-p00002.parquet``; part files of one sweep may differ in their metric columns.
+- samples/: ``trial``, ``seed``, ``attempt``, ``step``, ``sample`` int64, ``prompt``,
+  ``response`` string, ``reward`` float64, ``correct`` bool; one file per (trial, seed, attempt,
+  eval step), named ``t000003-s0-a1-step000010.parquet``.
 """
 
 from __future__ import annotations
@@ -45,17 +47,14 @@ import datetime as dt
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import re
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
@@ -64,6 +63,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import InputError
+from sweeper.storage import StorageDir
 
 SCHEMA_VERSION = 1
 """Version of every file this module writes (Parquet metadata ``sweeper.schema_version``)."""
@@ -76,6 +76,7 @@ MANIFEST_JSON = "manifest.json"
 TRIALS_PARQUET = "trials.parquet"
 RUNS_PARQUET = "runs.parquet"
 TRACES_DIR = "traces"
+SAMPLES_DIR = "samples"
 STATUS_JSON = "status.json"
 OPTUNA_DB = "optuna.db"
 
@@ -87,9 +88,16 @@ RUN_COLUMNS = (
     "trial", "seed", "attempt", "state", "worker", "node", "started_at", "ended_at", "error",
 )  # fmt: skip
 TRACE_KEYS = ("trial", "seed", "attempt", "step")
+SAMPLE_COLUMNS = (*TRACE_KEYS, "sample", "prompt", "response", "reward", "correct")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")
+_SAMPLES = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-step(\d+)\.parquet$")
+_SAMPLE_SCHEMA = pa.schema(
+    [(k, pa.int64()) for k in (*TRACE_KEYS, "sample")]
+    + [("prompt", pa.string()), ("response", pa.string())]
+    + [("reward", pa.float64()), ("correct", pa.bool_())]
+)
 _TS = pa.timestamp("us", tz="UTC")
 
 
@@ -210,54 +218,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _resolve_s3(uri: str) -> tuple[pafs.FileSystem, str]:
-    """An S3FileSystem for ``s3://bucket/key`` with the endpoint override and credentials taken
-    from the environment (S3-compatible stores such as MinIO, moto, R2)."""
-    parsed = urlparse(uri)
-    path = (parsed.netloc + parsed.path).rstrip("/")
-    endpoint = (
-        os.environ.get("SWEEPER_S3_ENDPOINT")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    kwargs: dict[str, Any] = {
-        # An explicit region avoids a network round trip to discover the bucket's region.
-        "region": os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1"
-    }
-    if endpoint:
-        ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs["endpoint_override"] = ep.netloc
-        kwargs["scheme"] = ep.scheme or "https"
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        kwargs["access_key"] = key
-        kwargs["secret_key"] = secret
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    return pafs.S3FileSystem(**kwargs), path
-
-
-def _resolve(uri: str) -> tuple[pafs.FileSystem | None, str, str]:
-    """(file system or None for local, path within it, canonical uri)."""
-    if uri.startswith("file://"):
-        local = Path(urlparse(uri).path)
-        local = local.resolve()
-        return None, str(local), str(local)
-    if "://" not in uri:
-        local = Path(uri).expanduser().resolve()
-        return None, str(local), str(local)
-    if uri.startswith("s3://"):
-        fs, path = _resolve_s3(uri)
-        return fs, path, "s3://" + path
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, ValueError) as err:
-        raise InputError(f"{uri}: unsupported storage URI ({err})") from err
-    return fs, path.rstrip("/"), uri.rstrip("/")
-
-
 def validate_sweep_name(name: str) -> str:
     """A sweep name is one path component: letters, digits, ``_ . -``, not starting with ``.``;
     so it can never escape the storage root."""
@@ -272,7 +232,7 @@ def validate_sweep_name(name: str) -> str:
 # --------------------------------------------------------------------------- the store
 
 
-class SweepStore:
+class SweepStore(StorageDir):
     """One sweep directory, local or remote; all reads and writes of the sweep go through it.
 
     ``SweepStore(uri)`` binds to a location without checking it; use :meth:`create` for a new
@@ -280,16 +240,11 @@ class SweepStore:
     """
 
     def __init__(self, uri: str) -> None:
-        self._fs, self._root, self.uri = _resolve(str(uri))
+        super().__init__(uri)
         self.name: str = self._root.rstrip("/").rsplit("/", 1)[-1]
         self._parts: dict[tuple[int, int, int], int] = {}
 
     # ---------------------------------------------------------------- construction
-
-    @property
-    def is_local(self) -> bool:
-        """True when the sweep dir is on the local file system."""
-        return self._fs is None
 
     def __repr__(self) -> str:
         return f"SweepStore({self.uri!r})"
@@ -339,111 +294,12 @@ class SweepStore:
             raise InputError(f"{store.uri}: not a sweep directory (no {RESOLVED_JSON})")
         return store
 
-    @staticmethod
-    def manifest(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Alias of :func:`sweeper.store.manifest` (versions, git sha, host, created_at)."""
-        return manifest(extra)
-
-    # ---------------------------------------------------------------- paths and raw I/O
-
-    def path(self, rel: str = "") -> str:
-        """The absolute local path or URI of ``rel`` inside the sweep dir."""
-        if self._fs is None:
-            return str(Path(self._root, rel)) if rel else self._root
-        base = self.uri
-        return f"{base}/{rel}" if rel else base
+    # ---------------------------------------------------------------- paths
 
     def optuna_sqlite_path(self) -> str | None:
         """Local path of the Optuna sqlite file (``optuna.db``); None for non-local stores
         (use a SQLAlchemy URL there)."""
         return str(Path(self._root, OPTUNA_DB)) if self._fs is None else None
-
-    def _p(self, rel: str) -> str:
-        return f"{self._root}/{rel}" if rel else self._root
-
-    def _mkdir(self, rel: str) -> None:
-        if self._fs is None:
-            Path(self._p(rel)).mkdir(parents=True, exist_ok=True)
-        else:
-            # Object stores have no directories; create_dir is a no-op or a marker there.
-            with contextlib.suppress(OSError):
-                self._fs.create_dir(self._p(rel), recursive=True)
-
-    def _isdir(self, rel: str) -> bool:
-        if self._fs is None:
-            return Path(self._p(rel)).is_dir()
-        info = self._fs.get_file_info(self._p(rel))
-        return info.type == pafs.FileType.Directory
-
-    def _nonempty(self) -> bool:
-        if self._fs is None:
-            root = Path(self._root)
-            if root.exists() and not root.is_dir():
-                raise InputError(f"{self.uri}: exists and is not a directory")
-            return root.is_dir() and any(root.iterdir())
-        sel = pafs.FileSelector(self._root, allow_not_found=True, recursive=True)
-        return any(i.type == pafs.FileType.File for i in self._fs.get_file_info(sel))
-
-    def exists(self, rel: str) -> bool:
-        """Whether the file ``rel`` exists in the sweep dir."""
-        if self._fs is None:
-            return Path(self._p(rel)).is_file()
-        return self._fs.get_file_info(self._p(rel)).type == pafs.FileType.File
-
-    def _listdir(self, rel: str) -> list[str]:
-        """Visible file names in ``rel`` (hidden and temp names skipped), sorted."""
-        if self._fs is None:
-            d = Path(self._p(rel))
-            names = [p.name for p in d.iterdir() if p.is_file()] if d.is_dir() else []
-        else:
-            sel = pafs.FileSelector(self._p(rel), allow_not_found=True)
-            names = [
-                i.base_name for i in self._fs.get_file_info(sel) if i.type == pafs.FileType.File
-            ]
-        return sorted(n for n in names if not n.startswith((".", "_")))
-
-    def write_bytes(self, rel: str, data: bytes) -> str:
-        """Atomically write ``data`` to ``rel`` (temp file + rename locally, one PUT on object
-        stores); returns the file's path or URI."""
-        target = self._p(rel)
-        if self._fs is not None:
-            parent = target.rsplit("/", 1)[0]
-            with contextlib.suppress(OSError):
-                self._fs.create_dir(parent, recursive=True)
-            with self._fs.open_output_stream(target) as out:
-                out.write(data)
-            return self.path(rel)
-        dst = Path(target)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:12]}")
-        try:
-            _write_file(tmp, data)
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        return str(dst)
-
-    def read_bytes(self, rel: str) -> bytes:
-        """The bytes of ``rel``; FileNotFoundError if absent."""
-        if self._fs is None:
-            return Path(self._p(rel)).read_bytes()
-        try:
-            with self._fs.open_input_stream(self._p(rel)) as f:
-                return bytes(f.read())
-        except OSError as err:
-            if not self.exists(rel):
-                raise FileNotFoundError(self.path(rel)) from err
-            raise
-
-    def write_text(self, rel: str, text: str) -> str:
-        """Atomically write UTF-8 text to ``rel``; returns its path or URI."""
-        return self.write_bytes(rel, text.encode())
-
-    def read_text(self, rel: str) -> str:
-        """UTF-8 text of ``rel``."""
-        return self.read_bytes(rel).decode()
 
     # ---------------------------------------------------------------- JSON
 
@@ -647,6 +503,61 @@ class SweepStore:
         df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
         return df
 
+    # ---------------------------------------------------------------- eval samples
+
+    def append_samples(
+        self, trial: int, seed: int, attempt: int, step: int, samples: list[dict[str, Any]]
+    ) -> None:
+        """Write the logged eval ``samples`` of one eval step of one job attempt as ONE Parquet
+        file in samples/ (atomically, like the traces). Each sample has ``prompt``, ``response``
+        (text), ``reward`` (float), ``correct`` (bool) and optionally ``sample`` (its index;
+        default its position). An empty list writes nothing."""
+        if not samples:
+            return
+        name = f"t{int(trial):06d}-s{int(seed)}-a{int(attempt)}-step{int(step):06d}.parquet"
+        self._write_table(
+            f"{SAMPLES_DIR}/{name}", _samples_table(trial, seed, attempt, step, samples)
+        )
+
+    def read_samples(self, trial: int | None = None, step: int | None = None) -> pd.DataFrame:
+        """The logged eval samples (``SAMPLE_COLUMNS``), optionally of one trial and/or one step,
+        sorted by (trial, seed, attempt, step, sample); empty (with the columns) when none. Every
+        attempt is kept: a failed run's completions are what one reads after a collapse."""
+        keep = [n for n in self._listdir(SAMPLES_DIR) if _sample_file_matches(n, trial, step)]
+        if not keep:
+            return _SAMPLE_SCHEMA.empty_table().to_pandas()
+        tables = [self._read_table(f"{SAMPLES_DIR}/{name}") for name in keep]
+        df = pa.concat_tables([t.cast(_SAMPLE_SCHEMA) for t in tables if t is not None]).to_pandas()
+        return df.sort_values(list(SAMPLE_COLUMNS[:5]), kind="stable").reset_index(drop=True)
+
+
+def _samples_table(
+    trial: int, seed: int, attempt: int, step: int, samples: list[dict[str, Any]]
+) -> pa.Table:
+    n = len(samples)
+    try:
+        cols = {
+            "trial": [int(trial)] * n,
+            "seed": [int(seed)] * n,
+            "attempt": [int(attempt)] * n,
+            "step": [int(step)] * n,
+            "sample": [int(s.get("sample", i)) for i, s in enumerate(samples)],
+            "prompt": [str(s["prompt"]) for s in samples],
+            "response": [str(s["response"]) for s in samples],
+            "reward": [float(s["reward"]) for s in samples],
+            "correct": [bool(s["correct"]) for s in samples],
+        }
+    except KeyError as err:
+        raise ValueError(f"every sample needs {err.args[0]!r}") from None
+    return pa.table(cols, schema=_SAMPLE_SCHEMA)
+
+
+def _sample_file_matches(name: str, trial: int | None, step: int | None) -> bool:
+    m = _SAMPLES.match(name)
+    if m is None:
+        return False
+    return (trial is None or int(m.group(1)) == trial) and (step is None or int(m.group(4)) == step)
+
 
 _EMPTY_DTYPES = {
     "trial": "int64",
@@ -661,14 +572,6 @@ _EMPTY_DTYPES = {
     "ended_at": "datetime64[us, UTC]",
     "error": "object",
 }
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and fsync ``data`` to ``path`` (the temp file of an atomic write)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _state(value: Any) -> str | None:

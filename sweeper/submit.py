@@ -27,7 +27,8 @@ import shlex
 from typing import Any
 
 import sweeper
-from sweeper.cluster import ClusterConfig, address_kind, load_cluster
+from sweeper.config.cluster import ClusterConfig, address_kind, read_auth_token
+from sweeper.config.loader import load_cluster
 from sweeper.controller import now_iso
 from sweeper.errors import InputError
 
@@ -62,21 +63,22 @@ def dashboard_url(address: str) -> str:
     return f"http://{host}:8265"
 
 
-def auth_headers(auth_token_env: str | None = None) -> dict[str, str]:
-    """``{"Authorization": "Bearer <token>"}`` from ``$auth_token_env`` (default
-    ``RAY_AUTH_TOKEN``), or ``{}`` (Ray's own token lookup then applies)."""
-    token = os.environ.get(auth_token_env or "RAY_AUTH_TOKEN", "").strip()
+def auth_headers(cluster: ClusterConfig | None = None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` with the cluster's token
+    (:func:`~sweeper.config.cluster.read_auth_token`), or ``{}`` (Ray's own token lookup then
+    applies)."""
+    token = read_auth_token(cluster)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def job_client(address: str, auth_token_env: str | None = None) -> Any:
+def job_client(address: str, cluster: ClusterConfig | None = None) -> Any:
     """A ``JobSubmissionClient`` for the cluster's Jobs API; ``InputError`` (one line) if it
     cannot be reached or refuses the token."""
     from ray.job_submission import JobSubmissionClient
 
     url = dashboard_url(address)
     try:
-        return JobSubmissionClient(url, headers=auth_headers(auth_token_env) or None)
+        return JobSubmissionClient(url, headers=auth_headers(cluster) or None)
     except Exception as exc:
         raise InputError(f"cannot reach the Ray cluster at {url}: {_first_line(exc)}") from exc
 
@@ -100,7 +102,7 @@ def _connect(
 ) -> tuple[Any, str]:
     """The Jobs API client and its URL, from --address or the cluster file."""
     target = _target(cluster, cluster_path, address)
-    client = job_client(target, cluster.auth_token_env if cluster is not None else None)
+    client = job_client(target, cluster)
     return client, dashboard_url(target)
 
 

@@ -9,21 +9,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from sweeper.cluster import ClusterConfig, load_cluster
-from sweeper.cluster import resolve_storage as cluster_storage
-from sweeper.controller import CONTROL_FILE, Controller, now_iso, ray_session
+from sweeper.config.cluster import ClusterConfig, resolve_storage
+from sweeper.config.loader import load_cluster, load_recipe
+from sweeper.config.recipe import Recipe
+from sweeper.controller import Controller, ray_session, write_control
 from sweeper.errors import InputError
-from sweeper.recipe import Recipe, load_recipe
+from sweeper.search import storage_url
 from sweeper.store import SweepStore
 
 DEFAULT_STORAGE = "sweeps"
-
-
-def resolve_storage(storage: str | None, recipe: Recipe, cluster: ClusterConfig | None) -> str:
-    """Where sweep dirs go (``sweeper.cluster.resolve_storage``), with relative local paths made
-    absolute here, on the submitting side, so a job's working dir never swallows results."""
-    chosen = cluster_storage(recipe, cluster, storage)
-    return chosen if "://" in chosen else os.path.abspath(chosen)
 
 
 def open_sweep(sweep: str) -> SweepStore:
@@ -45,12 +39,10 @@ def check_sweep_inputs(
     the cluster file (if any) and the storage root."""
     recipe, text = load_recipe(recipe_path, list(overrides or []))
     cluster = load_cluster(cluster_path) if cluster_path else None
-    root = resolve_storage(storage, recipe, cluster)
-    if "://" in root and not root.startswith("file://") and not recipe.run.optuna_storage:
-        raise InputError(
-            f"storage {root}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy URL, "
-            "e.g. postgresql://... or sqlite:////shared/disk/optuna.db)"
-        )
+    root = resolve_storage(recipe, cluster, storage)
+    storage_url(
+        recipe, SweepStore(f"{root.rstrip('/')}/{recipe.name}")
+    )  # refuses what cannot hold a study
     return recipe, text, cluster, root
 
 
@@ -125,7 +117,7 @@ def resume_sweep(
 def request_stop(sweep: str) -> SweepStore:
     """Ask a running sweep's controller to end cleanly (running jobs stop, results stay)."""
     store = open_sweep(sweep)
-    store.write_json(CONTROL_FILE, {"stop": True, "updated_at": now_iso()})
+    write_control(store, stop=True)
     return store
 
 

@@ -52,6 +52,35 @@ class TinyPolicyConfig(_Strict):
         return self
 
 
+class LoRAConfig(_Strict):
+    """A LoRA adapter (Hu et al. 2021, arXiv 2106.09685) through ``peft``: the base weights stay
+    frozen and shared by every job; each job trains only the adapter (reset per job to the same
+    seeded initial adapter). Exported as verl's ``actor_rollout_ref.model.lora_*`` and TRL's
+    ``peft.LoraConfig``."""
+
+    r: int = Field(16, ge=1, le=4096, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scale numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="LoRA dropout, for the exported configs: sweeper's updates run the policy "
+        "without dropout (the PPO ratio must compare one function), as TRL's disable_dropout.",
+    )
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Module names to adapt (e.g. [q_proj, v_proj]), or 'all-linear' (every "
+        "linear layer but the output head).",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: str | list[str]) -> str | list[str]:
+        if not value:
+            raise ValueError("target_modules must name at least one module (or 'all-linear')")
+        return value
+
+
 class PolicyConfig(_Strict):
     """The base policy shared by all trials of a sweep."""
 
@@ -59,9 +88,31 @@ class PolicyConfig(_Strict):
         "tiny", description="'tiny' (built-in, CPU) or a Hugging Face causal LM name / local path."
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Parameter dtype (bfloat16 on GPU for real models)."
+        "float32",
+        description="Parameter dtype when job.precision is unset (then bfloat16 = job.precision "
+        "bf16; float16 = pure float16 parameters). With job.precision set, leave it float32.",
     )
     tiny: TinyPolicyConfig = Field(default_factory=TinyPolicyConfig)
+    lora: LoRAConfig | None = Field(
+        None, description="Train a LoRA adapter instead of every weight (null = full weights)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in backward (less memory)."
+    )
+    chat_template: bool | None = Field(
+        None,
+        description="Render prompts with the tokenizer's chat template (null = when the "
+        "tokenizer has one; true without one is an error).",
+    )
+    system_prompt: str | None = Field(
+        None, description="System message placed before each prompt (chat template only)."
+    )
+
+    @model_validator(mode="after")
+    def _system_needs_template(self) -> PolicyConfig:
+        if self.system_prompt is not None and self.chat_template is False:
+            raise ValueError("system_prompt needs the chat template (chat_template is false)")
+        return self
 
 
 # --------------------------------------------------------------------------- tasks
@@ -75,13 +126,19 @@ class AdditionTask(_Strict):
 
 
 class FileTask(_Strict):
-    """GSM8K-style question/answer file (JSONL or Parquet) on a local path; the last number in
-    the response is compared with the answer's (after ``####`` if present)."""
+    """GSM8K/MATH-style question/answer file (JSONL or Parquet) on a local path. ``numeric``:
+    the last number in the response is compared with the answer's (after ``####`` if present);
+    ``math_verify``: the ``math-verify`` parser and verifier (LaTeX and numeric answers)."""
 
     kind: Literal["gsm8k"] = "gsm8k"
     path: str = Field(description="Local .jsonl or .parquet file with question/answer columns.")
     question_key: str = "question"
     answer_key: str = "answer"
+    verifier: Literal["numeric", "math_verify"] = Field(
+        "numeric",
+        description="numeric: last number vs the reference; math_verify: math-verify's parse + "
+        "verify of the response against the reference (\\frac{1}{2} == 0.5, \\boxed{} answers).",
+    )
     eval_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="Held-out share of rows used for eval."
     )
@@ -113,6 +170,12 @@ TaskConfig = Annotated[
 # --------------------------------------------------------------------------- eval
 
 
+SAMPLES_KEY = "_samples"
+"""Reserved row key: an eval row of a job with ``eval.log_samples`` carries its logged samples
+(a list of ``{"sample", "prompt", "response", "reward", "correct"}`` dicts) under it; the
+controller pops it and writes them to the sweep dir's ``samples/`` (never into the traces)."""
+
+
 class EvalConfig(_Strict):
     """Held-out evaluation: at step 0, every ``every`` steps and at the last step."""
 
@@ -121,6 +184,13 @@ class EvalConfig(_Strict):
     samples: int = Field(8, ge=1, description="Samples n per prompt (for pass@k, mean@n).")
     ks: list[int] = Field(default_factory=lambda: [1, 8], description="k values for pass@k.")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature at eval.")
+    log_samples: int = Field(
+        0,
+        ge=0,
+        description="Eval completions (prompt, response, reward, correct) written per eval step "
+        "to the sweep dir's samples/: the first sample of each of the first N prompts, then "
+        "the second samples, ... (0 = none).",
+    )
 
     @model_validator(mode="after")
     def _ks_fit(self) -> EvalConfig:
@@ -158,6 +228,19 @@ class RLVRJob(_JobBase):
     mini_batches: int = Field(
         4, ge=1, description="Optimizer steps per rollout batch; >=2 so clipping can act."
     )
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences per forward/backward; gradients accumulate to one optimizer "
+        "step per mini-batch, with exactly the unsplit update (null = the whole mini-batch). "
+        "The no-grad passes (old log-probs, entropy, eval) run in chunks of this size too.",
+    )
+    precision: Literal["fp32", "bf16-mixed", "bf16"] | None = Field(
+        None,
+        description="fp32; bf16-mixed (fp32 master weights and optimizer state, bfloat16 "
+        "autocast compute); bf16 (bfloat16 weights). Null = from policy.dtype (float32 -> fp32, "
+        "bfloat16 -> bf16). Ratios and losses are float32 in every mode.",
+    )
     ppo_epochs: int = Field(1, ge=1, description="Passes over the rollout batch.")
     lr: float = Field(
         1e-4, gt=0.0, description="AdamW learning rate (3e-4 is already unstable on `tiny`)."
@@ -181,6 +264,30 @@ class RLVRJob(_JobBase):
                 f"(prompts_per_step*group_size = {batch})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _precision_agrees_with_dtype(self) -> RLVRJob:
+        # One rule: job.precision decides when set, and policy.dtype must then stay float32
+        # (the master-weight dtype) -- or say bfloat16 alongside precision bf16.
+        p, dtype = self.precision, self.policy.dtype
+        if p is not None and dtype != "float32" and not (p == "bf16" and dtype == "bfloat16"):
+            raise ValueError(
+                f"precision {p!r} with policy.dtype {dtype!r}: set one of them; with "
+                "job.precision set, leave policy.dtype at float32"
+            )
+        return self
+
+    @property
+    def param_dtype(self) -> str:
+        """The dtype the live model's parameters (and optimizer state) are kept in."""
+        if self.precision is None:
+            return self.policy.dtype
+        return "bfloat16" if self.precision == "bf16" else "float32"
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The autocast compute dtype (bf16-mixed), or None (compute in the parameter dtype)."""
+        return "bfloat16" if self.precision == "bf16-mixed" else None
 
     @property
     def clipping_can_act(self) -> bool:

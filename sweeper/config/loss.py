@@ -4,12 +4,16 @@ The recipe's ``loss`` block validates into one of these models (a pydantic discr
 on ``kind``). Each model accepts only the fields its variant reads; a field of another variant is
 an error that names the fields this one does read. The torch implementations live in
 ``sweeper.rl.losses`` (one function per kind, registered under the same name).
+
+Fields declare what the checks need to know: a field made with ``off_policy=True`` only acts
+when the ratio can leave 1 (off-policy mini-batches), so a sweep over it on a job whose updates
+are all on-policy is refused (:meth:`LossParams.off_policy_params`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -19,16 +23,43 @@ Aggregation = Literal[
 AGGREGATIONS: tuple[str, ...] = Aggregation.__args__  # type: ignore[attr-defined]
 
 
-class _LossParams(BaseModel):
+OFF_POLICY = "off_policy"
+"""Field metadata key: the parameter acts only off-policy (see the module docstring)."""
+
+
+def knob(default: Any, description: str, *, off_policy: bool, **bounds: Any) -> Any:
+    """A loss parameter field that declares whether it acts only off-policy."""
+    return Field(
+        default, description=description, json_schema_extra={OFF_POLICY: off_policy}, **bounds
+    )
+
+
+class LossParams(BaseModel):
     """Shared behaviour: frozen, strict about keys, with a helpful message for a stray key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     paper: ClassVar[str] = ""
+    fixed_agg: ClassVar[str | None] = None
+    """The aggregation of a kind that always uses one (no ``agg`` field)."""
+
+    @property
+    def aggregation(self) -> str:
+        """How this loss reduces per-token losses: ``agg``, or the kind's fixed one."""
+        return self.fixed_agg or str(getattr(self, "agg"))  # noqa: B009
 
     @classmethod
     def param_names(cls) -> list[str]:
         """The parameters this kind reads (every field but ``kind``)."""
         return [name for name in cls.model_fields if name != "kind"]
+
+    @classmethod
+    def off_policy_params(cls) -> list[str]:
+        """The parameters declared ``off_policy``: they change nothing while the ratio is 1."""
+        return [
+            name
+            for name, field in cls.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(OFF_POLICY)
+        ]
 
     @model_validator(mode="before")
     @classmethod
@@ -45,20 +76,24 @@ class _LossParams(BaseModel):
 
 
 def _eps_low() -> Any:
-    return Field(0.2, ge=0.0, le=1.0, description="Lower clip: ratio floor is 1 - eps_low.")
+    return knob(0.2, "Lower clip: ratio floor is 1 - eps_low.", off_policy=True, ge=0.0, le=1.0)
 
 
 def _eps_high() -> Any:
-    return Field(
-        0.2, ge=0.0, description="Upper clip: ratio ceiling is 1 + eps_high (`inf` = no clip-high)."
+    return knob(
+        0.2,
+        "Upper clip: ratio ceiling is 1 + eps_high (`inf` = no clip-high).",
+        off_policy=True,
+        ge=0.0,
     )
 
 
 def _dual_clip() -> Any:
-    return Field(
+    return knob(
         None,
+        "Dual-clip constant c > 1 for A<0 (Ye et al. 2019, arXiv 1912.09729); null = off.",
+        off_policy=True,
         gt=1.0,
-        description="Dual-clip constant c > 1 for A<0 (Ye et al. 2019, arXiv 1912.09729); null = off.",
     )
 
 
@@ -66,7 +101,7 @@ def _agg() -> Any:
     return Field("token-mean", description="How per-token losses are reduced to a scalar.")
 
 
-class PPOClipLoss(_LossParams):
+class PPOClipLoss(LossParams):
     """PPO clipped surrogate with asymmetric bounds, optional dual clip.
 
     GRPO (eps 0.2/0.2, arXiv 2402.03300) and DAPO clip-higher (0.2/0.28, arXiv 2503.14476) are
@@ -81,7 +116,7 @@ class PPOClipLoss(_LossParams):
     agg: Aggregation = _agg()
 
 
-class NSRLoss(_LossParams):
+class NSRLoss(LossParams):
     """Near-boundary Stochastic Rescue: tokens just outside the active clip bound are kept
     (unclipped) with probability ``rescue_prob``.
 
@@ -96,16 +131,17 @@ class NSRLoss(_LossParams):
     eps_high: float = _eps_high()
     dual_clip_c: float | None = _dual_clip()
     agg: Aggregation = _agg()
-    rescue_prob: float = Field(0.5, ge=0.0, le=1.0, description="Bernoulli rescue probability.")
-    rescue_margin: float = Field(
-        0.1, ge=0.0, description="Relative width m of the band just outside each bound."
+    # Rescue acts on tokens past a clip bound, which exist only off-policy.
+    rescue_prob: float = knob(0.5, "Bernoulli rescue probability.", off_policy=True, ge=0.0, le=1.0)
+    rescue_margin: float = knob(
+        0.1, "Relative width m of the band just outside each bound.", off_policy=True, ge=0.0
     )
-    rescue_sides: Literal["both", "low", "high"] = Field(
-        "both", description="Which bound(s) the rescue band applies to."
+    rescue_sides: Literal["both", "low", "high"] = knob(
+        "both", "Which bound(s) the rescue band applies to.", off_policy=True
     )
 
 
-class ClipCovLoss(_LossParams):
+class ClipCovLoss(LossParams):
     """Clip-Cov: zero the loss of a random subset of high-covariance tokens (arXiv 2505.22617).
 
     cov_i = (A_i - mean A)(logp_i - mean logp) over valid tokens; among unclipped tokens with
@@ -117,11 +153,12 @@ class ClipCovLoss(_LossParams):
     eps_low: float = _eps_low()
     eps_high: float = _eps_high()
     agg: Aggregation = _agg()
-    cov_ratio: float = Field(
-        2e-4, gt=0.0, le=1.0, description="Fraction of valid tokens to detach."
+    # Detaching tokens changes the gradient on-policy too: these act at ratio 1.
+    cov_ratio: float = knob(
+        2e-4, "Fraction of valid tokens to detach.", off_policy=False, gt=0.0, le=1.0
     )
-    cov_lb: float = Field(1.0, description="Lower covariance bound (exclusive).")
-    cov_ub: float = Field(5.0, description="Upper covariance bound (exclusive).")
+    cov_lb: float = knob(1.0, "Lower covariance bound (exclusive).", off_policy=False)
+    cov_ub: float = knob(5.0, "Upper covariance bound (exclusive).", off_policy=False)
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> ClipCovLoss:
@@ -130,20 +167,21 @@ class ClipCovLoss(_LossParams):
         return self
 
 
-class KLCovLoss(_LossParams):
+class KLCovLoss(LossParams):
     """KL-Cov: unclipped surrogate plus kl_coef·|logp - old_logp| on the top-k covariance tokens
     (arXiv 2505.22617), k = max(floor(cov_ratio·N), 1)."""
 
     paper: ClassVar[str] = "KL-Cov arXiv 2505.22617"
     kind: Literal["kl_cov"] = "kl_cov"
     agg: Aggregation = _agg()
-    cov_ratio: float = Field(
-        2e-3, gt=0.0, le=1.0, description="Fraction of valid tokens penalised."
+    # The penalty |logp - old_logp| and its gradient vanish at ratio 1.
+    cov_ratio: float = knob(
+        2e-3, "Fraction of valid tokens penalised.", off_policy=True, gt=0.0, le=1.0
     )
-    kl_coef: float = Field(1.0, ge=0.0, description="Weight of the |logp - old_logp| penalty.")
+    kl_coef: float = knob(1.0, "Weight of the |logp - old_logp| penalty.", off_policy=True, ge=0.0)
 
 
-class GPPOLoss(_LossParams):
+class GPPOLoss(LossParams):
     """GPPO: forward value of ``ppo_clip``, but clipped tokens keep a bounded gradient scaled by
     beta_low / beta_high (arXiv 2508.07629)."""
 
@@ -153,42 +191,49 @@ class GPPOLoss(_LossParams):
     eps_high: float = _eps_high()
     dual_clip_c: float | None = _dual_clip()
     agg: Aggregation = _agg()
-    beta_low: float = Field(1.0, ge=0.0, description="Gradient scale on A<0, r<1-eps_low tokens.")
-    beta_high: float = Field(1.0, ge=0.0, description="Gradient scale on A>0, r>1+eps_high tokens.")
+    beta_low: float = knob(
+        1.0, "Gradient scale on A<0, r<1-eps_low tokens.", off_policy=True, ge=0.0
+    )
+    beta_high: float = knob(
+        1.0, "Gradient scale on A>0, r>1+eps_high tokens.", off_policy=True, ge=0.0
+    )
 
 
-class GSPOLoss(_LossParams):
+class GSPOLoss(LossParams):
     """GSPO: sequence-level ratio exp(mean_t(logp - old_logp)), clipped; always aggregated
     ``seq-mean-token-mean`` (arXiv 2507.18071)."""
 
     paper: ClassVar[str] = "GSPO arXiv 2507.18071"
+    fixed_agg: ClassVar[str | None] = "seq-mean-token-mean"
     kind: Literal["gspo"] = "gspo"
-    eps_low: float = Field(3e-4, ge=0.0, le=1.0, description="Lower clip on the sequence ratio.")
-    eps_high: float = Field(4e-4, ge=0.0, description="Upper clip on the sequence ratio.")
+    eps_low: float = knob(
+        3e-4, "Lower clip on the sequence ratio.", off_policy=True, ge=0.0, le=1.0
+    )
+    eps_high: float = knob(4e-4, "Upper clip on the sequence ratio.", off_policy=True, ge=0.0)
 
-
-LOSS_PARAMS: dict[str, type[_LossParams]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in (PPOClipLoss, NSRLoss, ClipCovLoss, KLCovLoss, GPPOLoss, GSPOLoss)
-}
-"""Every loss kind, by name, to its params model."""
 
 LossConfig = Annotated[
     PPOClipLoss | NSRLoss | ClipCovLoss | KLCovLoss | GPPOLoss | GSPOLoss,
     Field(discriminator="kind"),
 ]
-"""The validated ``loss`` block: one params model per kind, chosen by ``kind``."""
+"""The validated ``loss`` block: one params model per kind, chosen by ``kind``. This union is
+the one list of loss kinds; :data:`LOSS_PARAMS` is derived from it."""
+
+LOSS_PARAMS: dict[str, type[LossParams]] = {
+    cls.model_fields["kind"].default: cls for cls in get_args(get_args(LossConfig)[0])
+}
+"""Every loss kind, by name, to its params model."""
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(LossConfig)
 
 
-def parse_loss_config(value: Any) -> _LossParams:
+def parse_loss_config(value: Any) -> LossParams:
     """Validate a ``loss`` block (a dict, or an already validated model).
 
     An unknown ``kind`` raises ``ValueError`` listing the valid kinds; anything else a kind's
     model rejects raises pydantic's ``ValidationError``.
     """
-    if isinstance(value, _LossParams):
+    if isinstance(value, LossParams):
         return value
     if isinstance(value, dict):
         kind = value.get("kind", "ppo_clip")

@@ -37,15 +37,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweeper.config.recipe import ObjectiveConfig, Recipe
 from sweeper.rank import objective_of, param_keys_of, rank
-from sweeper.recipe import ObjectiveConfig, Recipe
 from sweeper.store import RUNS_PARQUET, TRACE_KEYS, TRACES_DIR, TRIALS_PARQUET, SweepStore
 from sweeper.store import decode_param as _decode
 
 log = logging.getLogger(__name__)
-
-SAMPLES_DIR = "samples"
-"""Eval completions (prompt, response, reward, correct), Parquet parts keyed like the traces."""
 
 CURVE_METRICS = (
     "entropy",
@@ -336,7 +333,7 @@ def param_importance(
     parameter taking two values. Importances sum to 1."""
     import optuna
 
-    from sweeper.space import optuna_distribution
+    from sweeper.search.distributions import optuna_distribution
 
     rows = [r for r in table.to_dict("records") if finite(r.get("value")) is not None]
     varied = [k for k in space if k in table.columns and len({fmt(r[k]) for r in rows}) > 1]
@@ -366,29 +363,6 @@ def param_importance(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return {k: float(v) for k, v in out.items()}
-
-
-# --------------------------------------------------------------------------- samples
-
-
-def read_samples(store: SweepStore, trial: int | None = None) -> pd.DataFrame:
-    """The eval samples of a sweep (``samples/`` part files keyed like the traces: trial, seed,
-    attempt, step, then prompt, response, reward, correct), optionally of one trial; empty
-    when the sweep logged none. Sorted by trial, seed, attempt, step.
-
-    Until the store has a samples reader, this lists ``samples/`` with the store's own lister
-    (hidden and temporary names skipped, local or remote) and reads each part's bytes."""
-    names = [n for n in store._listdir(SAMPLES_DIR) if n.endswith(".parquet")]
-    if trial is not None:  # part names carry the trial: read only its parts (and unnamed ones)
-        names = [n for n in names if (m := _PART.match(n)) is None or int(m.group(1)) == trial]
-    tables = [pq.read_table(pa.BufferReader(store.read_bytes(f"{SAMPLES_DIR}/{n}"))) for n in names]
-    if not tables:
-        return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
-    df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    if trial is not None and "trial" in df.columns:
-        df = df[df["trial"] == trial]
-    keys = [k for k in TRACE_KEYS if k in df.columns]
-    return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- traces
@@ -520,6 +494,10 @@ class Snapshot:
         """Every metric column of ``trials``' rows (all attempts), read on demand."""
         with self.lock:
             return self.cache.full(trials)
+
+    def samples(self, trial: int) -> pd.DataFrame:
+        """The eval samples one trial logged (``SweepStore.read_samples``; empty if none)."""
+        return self.cache.store.read_samples(trial=trial)
 
 
 def _summary_column_for(objective: ObjectiveConfig) -> Callable[[str], bool]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from plotly.colors import qualitative
 
+from sweeper.config.space import axis_values, is_discrete
 from sweeper.dashboard.data import (
     IMPORTANCE_MIN_TRIALS,
     Snapshot,
@@ -30,12 +31,10 @@ from sweeper.dashboard.data import (
     param_importance,
     pareto_front,
     pass_at_metrics,
-    read_samples,
     seed_bands,
     trials_done,
     value_interval,
 )
-from sweeper.space import axis_values, is_discrete
 
 DEFAULT_TOP = 5
 """Trials whose curves the overview shows by default (the best by the ranking)."""
@@ -726,7 +725,7 @@ def trial_view(snap: Snapshot, trial: int) -> dict[str, Any] | None:
         "running": [{"seed": int(j["seed"]), "step": int(j.get("step", -1))} for j in running],
         "attempts": attempts_table(snap.runs, trial),
         "curves": figures,
-        "samples": samples_table(read_samples(snap.cache.store, trial)),
+        "samples": samples_table(snap.samples(trial)),
     }
 
 

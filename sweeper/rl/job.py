@@ -1,35 +1,43 @@
 """The RLVR job: one (config, seed) GRPO-style run that yields one row of metrics per step.
 
 Read top to bottom (cleanrl style). A worker holds one :class:`JobRunner`; it keeps imports,
-tasks, tokenizers and base policies in memory across jobs, and per job resets the model to the
-base weights and builds a fresh optimizer::
+tasks, tokenizers, base policies and their live models in memory across jobs, and per job resets
+the live model (all weights, or only the LoRA adapter) and builds a fresh optimizer::
 
     runner = JobRunner()
     for row in runner.run({"steps": 50, "loss": {"kind": "ppo_clip"}}, seed=0):
         print(row["step"], row["entropy"], row["mean_at_n"])
 
-or, for one job, ``run_job(job, seed)`` (a list of rows).
+or, for one job, ``run_job(job, seed)`` (a list of rows). Everything a job's steps use lives in
+one :class:`JobContext` (config, model, optimizer, engine, prompt encoder, task, generators).
 
 Per step s (policy after s updates; DESIGN §3):
   1. eval (s == 0, s % eval.every == 0, s == steps): fixed held-out prompts, eval.samples each
-     at eval.temperature -> pass_at_{k}, mean_at_n, eval_entropy;
+     at eval.temperature -> pass_at_{k}, mean_at_n, eval_entropy (and, with eval.log_samples,
+     the logged completions under the reserved key ``SAMPLES_KEY``);
   2. train (s < steps): sample prompts_per_step prompts, group_size responses each; rewards from
      the task; group advantages; old log-probs + entropy under no_grad; shuffle into mini_batches
-     (ppo_epochs passes), one AdamW step per mini-batch with the configured policy loss.
-Every row has the same keys (:func:`row_keys`); a metric not measured at a step is NaN.
-Same seed on the same machine -> identical rows, except ``time_*`` and ``tokens_per_s``.
+     (ppo_epochs passes), one AdamW step per mini-batch with the configured policy loss, each
+     mini-batch split into micro-batches of micro_batch_size whose gradients accumulate to
+     exactly the unsplit update (``sweeper.rl.losses.plan_mini_batch``).
+Every row has the same metric keys (:func:`row_keys`); a metric not measured at a step is NaN.
+Same seed on the same machine -> identical rows, except ``time_*`` and ``tokens_per_s``, whatever
+jobs ran before on the worker.
+
+Precision (``job.precision``): the model's forwards run under ``torch.autocast`` in bf16-mixed
+(parameters and AdamW state stay float32); log-probs, ratios and losses are float32 always.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import math
 import random
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,20 +45,32 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sweeper.config.job import RLVRJob
-from sweeper.errors import InputError, describe_validation_error
+from sweeper.config.job import SAMPLES_KEY, RLVRJob
+from sweeper.config.messages import describe_validation_error
+from sweeper.errors import InputError
 from sweeper.rl.advantages import group_advantages
-from sweeper.rl.losses import METRIC_KEYS, policy_loss
-from sweeper.rl.metrics import entropy_from_logits, pass_at_k, token_logprobs_and_entropy
-from sweeper.rl.policy import BasePolicy, TokenizerLike, load_base_policy, warm_start_identity
+from sweeper.rl.losses import METRIC_KEYS, needs_current_logp, plan_mini_batch, policy_loss
+from sweeper.rl.metrics import pass_at_k, token_logprobs_and_entropy
+from sweeper.rl.policy import (
+    BasePolicy,
+    LivePolicy,
+    TokenizerLike,
+    load_base_policy,
+    prompt_encoder,
+    warm_start_identity,
+)
 from sweeper.rl.rollout import RolloutBatch, RolloutEngine, make_engine, response_logits
 from sweeper.rl.tasks import Problem, Task, make_task
+from sweeper.seeding import derive_seed
 
 __all__ = [
     "EVAL_KEYS",
+    "SAMPLES_KEY",
     "TRAIN_KEYS",
+    "JobContext",
     "JobRunner",
     "NonFiniteLossError",
+    "logp_and_entropy",
     "row_keys",
     "run_job",
     "validate_job",
@@ -78,6 +98,8 @@ EVAL_KEYS: tuple[str, ...] = ("mean_at_n", "eval_entropy", "time_eval_s")
 # large vocabularies (rows * (T+1) * V float32 values, ~256 MiB); the tiny policy fits in one.
 _LOGIT_BUDGET = 1 << 26
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class NonFiniteLossError(RuntimeError):
     """The policy loss became NaN or inf (the controller records it as the trial's error)."""
@@ -102,14 +124,9 @@ def validate_job(job: dict[str, Any] | RLVRJob) -> RLVRJob:
 
 
 def row_keys(job: RLVRJob) -> list[str]:
-    """Every row's keys, in order: ``step``, the train columns, ``pass_at_{k}``, eval columns."""
+    """Every row's metric keys, in order: ``step``, the train columns, ``pass_at_{k}``, eval
+    columns. (An eval row of a job with ``eval.log_samples`` also carries ``SAMPLES_KEY``.)"""
     return ["step", *TRAIN_KEYS, *(f"pass_at_{k}" for k in job.eval.ks), *EVAL_KEYS]
-
-
-def _derive_seed(*parts: object) -> int:
-    """An independent 63-bit seed per (job seed, purpose, ...), stable across processes."""
-    digest = hashlib.sha256(json.dumps(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -137,23 +154,114 @@ def _is_eval_step(step: int, job: RLVRJob) -> bool:
     return step == 0 or step % job.eval.every == 0 or step == job.steps
 
 
+# --------------------------------------------------------------------------- the job context
+
+
+@dataclass
+class Generators:
+    """One independent RNG stream per purpose, seeded from the job seed, so e.g. the eval
+    frequency does not change the training trajectory (eval gets a fresh generator per step)."""
+
+    prompts: random.Random
+    sample: torch.Generator
+    loss: torch.Generator
+    shuffle: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int, device: torch.device) -> Generators:
+        return cls(
+            prompts=random.Random(derive_seed(seed, "prompts")),
+            sample=torch.Generator(device).manual_seed(derive_seed(seed, "sample")),
+            loss=torch.Generator(device).manual_seed(derive_seed(seed, "loss")),
+            shuffle=torch.Generator().manual_seed(derive_seed(seed, "shuffle")),
+        )
+
+
+@dataclass
+class JobContext:
+    """Everything one job's steps use, built once per job by :class:`JobRunner`.
+
+    Attributes:
+        job: the validated job config.
+        seed: the job seed.
+        device: where the model lives.
+        policy: the live policy (its ``model``; reset to the base / initial adapter).
+        optimizer: AdamW over ``policy.trainable_parameters()`` (fresh per job).
+        engine: the rollout engine sampling from ``policy.model``.
+        tokenizer: the policy's tokenizer (decoding responses).
+        encode: task prompt text -> prompt ids (the chat template applied when on).
+        task: prompts, rewards and correctness.
+        gens: the job's RNG streams.
+    """
+
+    job: RLVRJob
+    seed: int
+    device: torch.device
+    policy: LivePolicy
+    optimizer: torch.optim.Optimizer
+    engine: RolloutEngine
+    tokenizer: TokenizerLike
+    encode: Callable[[str], list[int]]
+    task: Task
+    gens: Generators
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.policy.model
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The compute context of every model forward: bfloat16 autocast in bf16-mixed."""
+        name = self.job.autocast_dtype
+        if name is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[name])
+
+    def micro_rows(self, size: int) -> int:
+        """Sequences per forward/backward for a (mini-)batch of ``size`` rows."""
+        return min(self.job.micro_batch_size or size, size)
+
+
 # --------------------------------------------------------------------------- tensor helpers
 
 
 @torch.no_grad()
-def _logp_and_entropy(
-    model: torch.nn.Module, batch: RolloutBatch, temperature: float
+def logp_and_entropy(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    temperature: float,
+    *,
+    chunk_rows: int | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logp [B, T], entropy [B, T]) of the response tokens, in row chunks (no grad)."""
-    rows = _chunk_rows(model, batch)
+    """The one no-grad forward of the job: (logp [B, T], entropy [B, T]) of the response tokens
+    under ``model``, in row chunks of at most ``chunk_rows`` (default: as many as keep one
+    chunk's logits under the logit budget), each forward inside ``autocast()``."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    budget_rows = max(1, _LOGIT_BUDGET // ((batch.response_ids.shape[1] + 1) * vocab))
+    rows = budget_rows if chunk_rows is None else chunk_rows
     logps, ents = [], []
     for start in range(0, batch.size, rows):
         part = batch.rows(torch.arange(start, min(start + rows, batch.size)))
-        logits = response_logits(model, part)  # [b, T, V]
+        with autocast():
+            logits = response_logits(model, part)  # [b, T, V]
         logp, ent = token_logprobs_and_entropy(logits, part.response_ids, temperature)
         logps.append(logp)
         ents.append(ent)
     return torch.cat(logps), torch.cat(ents)
+
+
+def _no_grad_pass(
+    ctx: JobContext, batch: RolloutBatch, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logp_and_entropy`` in chunks of ``micro_batch_size`` rows when it is set (a grad pass
+    of that size fits, so a no-grad one does), else as the logit budget allows."""
+    return logp_and_entropy(
+        ctx.model,
+        batch,
+        temperature,
+        chunk_rows=ctx.job.micro_batch_size,
+        autocast=ctx.autocast,
+    )
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
@@ -176,30 +284,27 @@ def _sync(device: torch.device) -> None:
 # --------------------------------------------------------------------------- the runner
 
 
-@dataclass
-class _LoadedPolicy:
-    base: BasePolicy
-    model: torch.nn.Module
-
-
 class JobRunner:
     """Runs RLVR jobs one after another in one process (a warm worker).
 
-    Keeps built tasks and base policies (with one live model each) in memory, keyed by the
-    task config and the policy config (+ task for ``tiny``, + device), so a job with the same
-    base only pays ``load_state_dict`` and a new optimizer.
+    Keeps built tasks, base policies (host weights + tokenizer) and live models in memory: a base
+    by its policy name and tiny config (+ task for ``tiny``); a live model by its base, parameter
+    dtype, LoRA config and device. A job with the same live model only pays a reset (all weights,
+    or just the adapter) and a new optimizer; the prompt template, system prompt and gradient
+    checkpointing are per job and need no new model.
 
     Args:
         cache_dir: root of the on-disk tiny-policy cache (default ``$SWEEPER_CACHE`` or
             ``~/.cache/sweeper``).
-        max_policies: base policies kept in memory (least recently used dropped first).
+        max_policies: live models (and bases) kept in memory (least recently used dropped first).
     """
 
     def __init__(self, cache_dir: str | Path | None = None, max_policies: int = 2) -> None:
         self.cache_dir = cache_dir
         self.max_policies = max_policies
         self._tasks: dict[str, Task] = {}
-        self._policies: OrderedDict[str, _LoadedPolicy] = OrderedDict()
+        self._bases: OrderedDict[str, BasePolicy] = OrderedDict()
+        self._policies: OrderedDict[str, LivePolicy] = OrderedDict()
 
     # -- cached pieces
 
@@ -210,26 +315,38 @@ class JobRunner:
             self._tasks[key] = make_task(job.task)
         return self._tasks[key]
 
-    def policy(self, job: RLVRJob, device: torch.device) -> _LoadedPolicy:
-        """The job's base policy and its live model (weights not yet reset)."""
-        parts: dict[str, Any] = {
-            "policy": job.policy.model_dump(mode="json"),
-            "device": str(device),
-        }
+    @staticmethod
+    def _base_key(job: RLVRJob) -> str:
+        parts: dict[str, Any] = {"name": job.policy.name, "tiny": job.policy.tiny.model_dump()}
         if job.policy.name == "tiny":  # the tiny base depends on the task (alphabet, warm start)
             parts["task"] = warm_start_identity(job.task)
-        key = json.dumps(parts, sort_keys=True)
-        if key in self._policies:
-            self._policies.move_to_end(key)
-            return self._policies[key]
-        base = load_base_policy(
-            job.policy, self.task(job), job.task, device=device, cache_dir=self.cache_dir
-        )
-        loaded = _LoadedPolicy(base, base.build_model(device))
-        self._policies[key] = loaded
+        return json.dumps(parts, sort_keys=True)
+
+    def base(self, job: RLVRJob, device: torch.device) -> BasePolicy:
+        """The job's base policy (host weights and tokenizer), loaded once."""
+        key = self._base_key(job)
+        if key not in self._bases:
+            self._bases[key] = load_base_policy(
+                job.policy, self.task(job), job.task, device=device, cache_dir=self.cache_dir
+            )
+        self._bases.move_to_end(key)
+        while len(self._bases) > self.max_policies:
+            self._bases.popitem(last=False)
+        return self._bases[key]
+
+    def policy(self, job: RLVRJob, device: torch.device) -> LivePolicy:
+        """The job's live policy (not yet reset)."""
+        base = self.base(job, device)
+        lora = job.policy.lora.model_dump(mode="json") if job.policy.lora is not None else None
+        key = json.dumps([self._base_key(job), job.param_dtype, lora, str(device)], sort_keys=True)
+        if key not in self._policies:
+            self._policies[key] = LivePolicy(
+                base, device, _DTYPES[job.param_dtype], job.policy.lora
+            )
+        self._policies.move_to_end(key)
         while len(self._policies) > self.max_policies:
             self._policies.popitem(last=False)
-        return loaded
+        return self._policies[key]
 
     # -- the job
 
@@ -243,169 +360,148 @@ class JobRunner:
         device = _resolve_device(cfg.device)
         return self._rows(cfg, int(seed), device)
 
-    def _rows(self, job: RLVRJob, seed: int, device: torch.device) -> Iterator[dict[str, Any]]:
-        # --- set-up: threads, task, base policy (cached), weights reset, fresh optimizer
+    def context(self, job: RLVRJob, seed: int, device: torch.device) -> JobContext:
+        """A job's starting point: threads, task, the live policy reset, a fresh optimizer, the
+        engine, the prompt encoder and the seeded generators."""
         torch.set_num_threads(job.threads)
         task = self.task(job)
-        loaded = self.policy(job, device)
-        model, tokenizer = loaded.model, loaded.base.tokenizer
-        loaded.base.reset(model)
-        model.eval()  # no dropout in RL updates: the ratio must compare the same function
-        model.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=job.lr, weight_decay=job.weight_decay)
-        engine = make_engine(job.engine, model, tokenizer.eos_id, tokenizer.pad_id)
-
-        # --- seeding: one independent stream per purpose, so e.g. eval frequency does not
-        # change the training trajectory
-        torch.manual_seed(_derive_seed(seed, "torch"))
-        prompt_rng = random.Random(_derive_seed(seed, "prompts"))
-        sample_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "sample"))
-        loss_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "loss"))
-        shuffle_gen = torch.Generator().manual_seed(_derive_seed(seed, "shuffle"))
+        policy = self.policy(job, device)
+        tokenizer = policy.base.tokenizer
+        encode = prompt_encoder(tokenizer, job.policy)
+        policy.reset()
+        policy.set_gradient_checkpointing(job.policy.gradient_checkpointing)
+        optimizer = torch.optim.AdamW(
+            policy.trainable_parameters(), lr=job.lr, weight_decay=job.weight_decay
+        )
+        engine = make_engine(job.engine, policy.model, tokenizer.eos_id, tokenizer.pad_id)
+        torch.manual_seed(derive_seed(seed, "torch"))
         reset = getattr(task, "reset", None)
         if callable(reset):
             reset(seed)
+        return JobContext(
+            job=job,
+            seed=seed,
+            device=device,
+            policy=policy,
+            optimizer=optimizer,
+            engine=engine,
+            tokenizer=tokenizer,
+            encode=encode,
+            task=task,
+            gens=Generators.seeded(seed, device),
+        )
 
-        eval_problems = task.eval_problems(job.eval.prompts)
-        eval_prompts = [tokenizer.encode_prompt(p.prompt) for p in eval_problems]
-        keys = row_keys(job)
-
-        for step in range(job.steps + 1):
-            row: dict[str, Any] = dict.fromkeys(keys, math.nan)
-            row["step"] = step
-            if _is_eval_step(step, job):
-                eval_gen = torch.Generator(device).manual_seed(_derive_seed(seed, "eval", step))
-                row.update(
-                    _evaluate(
-                        job,
-                        model,
-                        engine,
-                        tokenizer,
-                        task,
-                        eval_problems,
-                        eval_prompts,
-                        eval_gen,
-                        device,
-                    )
-                )
-            if step < job.steps:
-                row.update(
-                    _train_step(
-                        job,
-                        step,
-                        model,
-                        engine,
-                        optimizer,
-                        params,
-                        tokenizer,
-                        task,
-                        prompt_rng,
-                        sample_gen,
-                        loss_gen,
-                        shuffle_gen,
-                        device,
-                    )
-                )
-            yield row
+    def _rows(self, job: RLVRJob, seed: int, device: torch.device) -> Iterator[dict[str, Any]]:
+        ctx = self.context(job, seed, device)
+        try:
+            eval_problems = ctx.task.eval_problems(job.eval.prompts)
+            eval_prompts = [ctx.encode(p.prompt) for p in eval_problems]
+            keys = row_keys(job)
+            for step in range(job.steps + 1):
+                row: dict[str, Any] = dict.fromkeys(keys, math.nan)
+                row["step"] = step
+                if _is_eval_step(step, job):
+                    row.update(_evaluate(ctx, step, eval_problems, eval_prompts))
+                if step < job.steps:
+                    row.update(_train_step(ctx, step))
+                yield row
+        finally:
+            # Nothing of this job outlives it on the worker: gradients and optimizer state go
+            # (on CUDA, allocated memory returns to its post-load value).
+            ctx.optimizer.zero_grad(set_to_none=True)
+            ctx.optimizer.state.clear()
+            ctx.policy.set_gradient_checkpointing(False)
 
 
 # --------------------------------------------------------------------------- eval
 
 
 def _evaluate(
-    job: RLVRJob,
-    model: torch.nn.Module,
-    engine: RolloutEngine,
-    tokenizer: TokenizerLike,
-    task: Task,
-    problems: list[Problem],
-    prompts: list[list[int]],
-    generator: torch.Generator,
-    device: torch.device,
-) -> dict[str, float]:
+    ctx: JobContext, step: int, problems: list[Problem], prompts: list[list[int]]
+) -> dict[str, Any]:
+    job, task = ctx.job, ctx.task
     start = time.perf_counter()
     n = job.eval.samples
-    batch = engine.generate(
-        prompts,
-        n=n,
-        temperature=job.eval.temperature,
-        max_new_tokens=job.max_new_tokens,
-        generator=generator,
-    )
-    texts = _decode_rows(tokenizer, batch)
+    generator = torch.Generator(ctx.device).manual_seed(derive_seed(ctx.seed, "eval", step))
+    with ctx.autocast():
+        batch = ctx.engine.generate(
+            prompts,
+            n=n,
+            temperature=job.eval.temperature,
+            max_new_tokens=job.max_new_tokens,
+            generator=generator,
+        )
+    texts = _decode_rows(ctx.tokenizer, batch)
+    hits = [bool(task.correct(problems[i // n], text)) for i, text in enumerate(texts)]
     # correct[j] = number of correct samples for eval prompt j (rows j*n .. j*n+n-1)
-    correct = [
-        sum(bool(task.correct(problems[j], texts[j * n + i])) for i in range(n))
-        for j in range(len(problems))
-    ]
-    out = {
+    correct = [sum(hits[j * n : (j + 1) * n]) for j in range(len(problems))]
+    out: dict[str, Any] = {
         f"pass_at_{k}": sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in job.eval.ks
     }
     out["mean_at_n"] = sum(correct) / (n * len(correct))
-    mask = batch.response_mask.float()
-    ents = []
-    with torch.no_grad():
-        rows = _chunk_rows(model, batch)
-        for begin in range(0, batch.size, rows):
-            part = batch.rows(torch.arange(begin, min(begin + rows, batch.size)))
-            ents.append(entropy_from_logits(response_logits(model, part), job.eval.temperature))
-    out["eval_entropy"] = _masked_mean(torch.cat(ents), mask)
-    _sync(device)
+    _, entropy = _no_grad_pass(ctx, batch, job.eval.temperature)
+    out["eval_entropy"] = _masked_mean(entropy, batch.response_mask.float())
+    if job.eval.log_samples:
+        out[SAMPLES_KEY] = _samples(ctx, problems, texts, hits)
+    _sync(ctx.device)
     out["time_eval_s"] = time.perf_counter() - start
     return out
 
 
-def _chunk_rows(model: torch.nn.Module, batch: RolloutBatch) -> int:
-    """Rows per no-grad forward so one chunk's logits stay under ``_LOGIT_BUDGET`` elements."""
-    vocab = int(model.get_output_embeddings().weight.shape[0])
-    return max(1, _LOGIT_BUDGET // ((batch.response_ids.shape[1] + 1) * vocab))
+def _samples(
+    ctx: JobContext, problems: list[Problem], texts: list[str], hits: list[bool]
+) -> list[dict[str, Any]]:
+    """The logged eval completions: sample j is prompt j % P's (j // P)-th sample, so the first
+    P logged rows cover P different prompts."""
+    n, n_prompts = ctx.job.eval.samples, len(problems)
+    reward = getattr(ctx.task, "eval_reward", ctx.task.reward)
+    out = []
+    for j in range(min(ctx.job.eval.log_samples, n * n_prompts)):
+        p, i = j % n_prompts, j // n_prompts
+        row = p * n + i
+        out.append(
+            {
+                "sample": j,
+                "prompt": problems[p].prompt,
+                "response": texts[row],
+                "reward": float(reward(problems[p], texts[row])),
+                "correct": hits[row],
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- one train step
 
 
-def _train_step(
-    job: RLVRJob,
-    step: int,
-    model: torch.nn.Module,
-    engine: RolloutEngine,
-    optimizer: torch.optim.Optimizer,
-    params: list[torch.nn.Parameter],
-    tokenizer: TokenizerLike,
-    task: Task,
-    prompt_rng: random.Random,
-    sample_gen: torch.Generator,
-    loss_gen: torch.Generator,
-    shuffle_gen: torch.Generator,
-    device: torch.device,
-) -> dict[str, float]:
-    group = job.group_size
+def _train_step(ctx: JobContext, step: int) -> dict[str, float]:
+    job, task, group = ctx.job, ctx.task, ctx.job.group_size
 
     # --- 1. rollout: prompts_per_step prompts x group_size samples, rewards from the verifier
     start = time.perf_counter()
-    problems = task.train_problems(prompt_rng, job.prompts_per_step)
-    batch = engine.generate(
-        [tokenizer.encode_prompt(p.prompt) for p in problems],
-        n=group,
-        temperature=job.temperature,
-        max_new_tokens=job.max_new_tokens,
-        generator=sample_gen,
-    )
-    texts = _decode_rows(tokenizer, batch)
+    problems = task.train_problems(ctx.gens.prompts, job.prompts_per_step)
+    with ctx.autocast():
+        batch = ctx.engine.generate(
+            [ctx.encode(p.prompt) for p in problems],
+            n=group,
+            temperature=job.temperature,
+            max_new_tokens=job.max_new_tokens,
+            generator=ctx.gens.sample,
+        )
+    texts = _decode_rows(ctx.tokenizer, batch)
     rewards = [float(task.reward(problems[i // group], t)) for i, t in enumerate(texts)]
     hits = [bool(task.correct(problems[i // group], t)) for i, t in enumerate(texts)]
-    _sync(device)
+    _sync(ctx.device)
     time_generate = time.perf_counter() - start
 
     # --- 2. advantages; old log-probs and entropy under the pre-update policy
     start = time.perf_counter()
     reward_t = torch.tensor(rewards, dtype=torch.float32)
-    advantages = group_advantages(reward_t, group, job.advantage).to(device)  # [B]
-    old_logp, entropy = _logp_and_entropy(model, batch, job.temperature)  # [B, T] each
+    advantages = group_advantages(reward_t, group, job.advantage).to(ctx.device)  # [B]
+    old_logp, entropy = _no_grad_pass(ctx, batch, job.temperature)  # [B, T] each
     mask = batch.response_mask  # [B, T]
     mean_entropy = _masked_mean(entropy, mask.float())
-    _sync(device)
+    _sync(ctx.device)
     time_old_logp = time.perf_counter() - start
 
     # --- 3. update: ppo_epochs passes, each a shuffle split into mini_batches optimizer steps
@@ -413,38 +509,16 @@ def _train_step(
     sums: dict[str, float] = dict.fromkeys((*METRIC_KEYS, "loss", "grad_norm"), 0.0)
     updates = 0
     for _epoch in range(job.ppo_epochs):
-        order = torch.randperm(batch.size, generator=shuffle_gen)
+        order = torch.randperm(batch.size, generator=ctx.gens.shuffle)
         for idx_cpu in order.tensor_split(job.mini_batches):
-            idx = idx_cpu.to(device)
-            mb = batch.rows(idx)
-            logits = response_logits(model, mb)  # [b, T, V], with grad
-            logp, _ = token_logprobs_and_entropy(logits, mb.response_ids, job.temperature)
-            out = policy_loss(
-                logp,
-                old_logp[idx],
-                advantages[idx],
-                mask[idx],
-                job.loss,
-                norm_len=job.max_new_tokens,
-                generator=loss_gen,
-            )
-            loss_value = float(out.loss.detach())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"non-finite policy loss ({loss_value}) at step {step}, update {updates}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            # clip_grad_norm_ returns the total norm before clipping
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, job.max_grad_norm)
-            optimizer.step()
-            sums["loss"] += loss_value
-            sums["grad_norm"] += float(grad_norm)
-            for key in METRIC_KEYS:
-                sums[key] += float(out.metrics.get(key, 0.0))
+            idx = idx_cpu.to(ctx.device)
+            mini = batch.rows(idx)
+            out = _update(ctx, mini, old_logp[idx], advantages[idx], mask[idx], step, updates)
+            for key, value in out.items():
+                sums[key] += value
             updates += 1
-    engine.sync_weights()
-    _sync(device)
+    ctx.engine.sync_weights()
+    _sync(ctx.device)
     time_update = time.perf_counter() - start
 
     # --- 4. the row's train columns
@@ -461,6 +535,85 @@ def _train_step(
         tokens_per_s=n_tokens / max(time_generate + time_old_logp + time_update, 1e-9),
     )
     return row
+
+
+def _update(
+    ctx: JobContext,
+    mini: RolloutBatch,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    step: int,
+    update: int,
+) -> dict[str, float]:
+    """One optimizer step on one mini-batch (``old_logp``, ``mask`` [b, T], ``advantages``
+    [b]), in micro-batches whose gradients accumulate to exactly the unsplit step; returns the
+    step's loss, grad norm and loss metrics."""
+    job = ctx.job
+    size = mini.size
+    micro = ctx.micro_rows(size)
+    parts = [slice(i, min(i + micro, size)) for i in range(0, size, micro)]
+
+    # The plan holds what every micro-batch must share: the mini-batch's normalisers, its random
+    # draws and (Clip-Cov, KL-Cov) its covariance selection, which needs the whole mini-batch's
+    # current log-probs: a no-grad pass in the same micro-batch chunks when split, else the
+    # detached log-probs of the one grad pass below.
+    plan = None
+    if len(parts) > 1:
+        current = None
+        if needs_current_logp(job.loss):
+            current, _ = logp_and_entropy(
+                ctx.model, mini, job.temperature, chunk_rows=micro, autocast=ctx.autocast
+            )
+        plan = plan_mini_batch(
+            old_logp,
+            advantages,
+            mask,
+            job.loss,
+            logp=current,
+            norm_len=job.max_new_tokens,
+            generator=ctx.gens.loss,
+        )
+
+    ctx.optimizer.zero_grad(set_to_none=True)
+    totals = dict.fromkeys((*METRIC_KEYS, "loss"), 0.0)
+    for part in parts:
+        micro_batch = mini.rows(part)  # type: ignore[arg-type]  # a slice indexes rows too
+        with ctx.autocast():
+            logits = response_logits(ctx.model, micro_batch)  # [m, T, V], with grad
+        logp, _ = token_logprobs_and_entropy(logits, micro_batch.response_ids, job.temperature)
+        if plan is None:
+            plan = plan_mini_batch(
+                old_logp,
+                advantages,
+                mask,
+                job.loss,
+                logp=logp.detach(),
+                norm_len=job.max_new_tokens,
+                generator=ctx.gens.loss,
+            )
+        out = policy_loss(
+            logp,
+            old_logp[part],
+            advantages[part],
+            mask[part],
+            job.loss,
+            norm_len=job.max_new_tokens,
+            **plan.part(part),
+        )
+        loss_value = float(out.loss.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"non-finite policy loss ({loss_value}) at step {step}, update {update}"
+            )
+        out.loss.backward()
+        totals["loss"] += loss_value  # each part's loss is its share of the mini-batch's
+        for key in METRIC_KEYS:
+            totals[key] += float(out.metrics.get(key, 0.0))
+    # clip_grad_norm_ returns the total norm before clipping
+    grad_norm = torch.nn.utils.clip_grad_norm_(ctx.policy.trainable_parameters(), job.max_grad_norm)
+    ctx.optimizer.step()
+    return {**totals, "grad_norm": float(grad_norm)}
 
 
 # --------------------------------------------------------------------------- convenience

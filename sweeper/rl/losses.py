@@ -12,6 +12,23 @@ Each kind is a function ``fn(batch: LossBatch, params) -> LossOutput`` registere
 the others in the torch-free ``sweeper.config.loss``. The variants share small helpers (ratio,
 L1/L2 surrogates, clip masks, dual clip, covariance, aggregation) instead of copying code.
 
+Every kind is two stages: the kind's own per-token loss [B, T], then one shared aggregation stage
+(:func:`aggregate`, with explicit normalisers) and the metrics (:func:`_output`).
+
+Micro-batching (gradient accumulation): a mini-batch split into micro-batches gives exactly the
+mini-batch's update when every micro-batch's call knows the whole mini-batch. Build a
+:class:`MiniBatchPlan` once per mini-batch with :func:`plan_mini_batch` (the normalisers, the
+random draws, and the Clip-Cov / KL-Cov selection, which needs the whole mini-batch's detached
+current log-probs: :func:`needs_current_logp`), then call ``policy_loss(..., **plan.part(rows))``
+per micro-batch: its loss and metrics are then that micro-batch's *contribution*, and the sums
+over the micro-batches equal the mini-batch's loss, gradient and metrics::
+
+    plan = plan_mini_batch(old_logp, adv, mask, cfg, logp=current_logp_detached, generator=g)
+    for rows in micro_batches:                      # slices of the mini-batch
+        out = policy_loss(logp_of(rows), old_logp[rows], adv[rows], mask[rows], cfg,
+                          **plan.part(rows))
+        out.loss.backward()                         # gradients accumulate to the full step
+
 Notation (DESIGN §3.1): r = exp(clamp(logp - old_logp, -20, 20)), A the advantage,
 L1 = -A·r, L2 = -A·clip(r, 1-eps_low, 1+eps_high). Every kind returns the same metric keys
 (``METRIC_KEYS``) so the job's rows have stable columns; fractions are over valid tokens.
@@ -40,7 +57,8 @@ from sweeper.config.loss import (
     PPOClipLoss,
     parse_loss_config,
 )
-from sweeper.errors import InputError, describe_validation_error
+from sweeper.config.messages import describe_validation_error
+from sweeper.errors import InputError
 
 __all__ = [
     "METRIC_KEYS",
@@ -48,8 +66,12 @@ __all__ = [
     "LossBatch",
     "LossConfig",
     "LossOutput",
+    "LossTotals",
+    "MiniBatchPlan",
     "aggregate",
     "get_policy_loss",
+    "needs_current_logp",
+    "plan_mini_batch",
     "policy_loss",
     "register",
 ]
@@ -83,6 +105,33 @@ class LossOutput:
 
 
 @dataclass(frozen=True)
+class LossTotals:
+    """The normalisers of the (mini-)batch a loss call belongs to.
+
+    Without micro-batching they are the call's own batch's; with it, the whole mini-batch's, so
+    that each micro-batch's loss is its share of the mini-batch's (DESIGN §3.1 aggregation).
+
+    Attributes:
+        n_tokens: valid tokens (``token-mean``, and every metric fraction).
+        n_seqs: sequences with at least one valid token (``seq-mean-token-mean``,
+            ``seq-mean-token-sum``).
+        n_rows: all rows, empty ones included (``seq-mean-token-sum-norm`` divides by
+            ``n_rows * norm_len``).
+    """
+
+    n_tokens: int
+    n_seqs: int
+    n_rows: int
+
+    @classmethod
+    def of(cls, mask: Tensor) -> LossTotals:
+        """The totals of ``mask`` [B, T] (one host sync)."""
+        valid = mask != 0
+        n_tokens, n_seqs = torch.stack([valid.sum(), valid.any(-1).sum()]).tolist()
+        return cls(int(n_tokens), int(n_seqs), int(mask.shape[0]))
+
+
+@dataclass(frozen=True)
 class LossBatch:
     """The inputs of one loss call, validated, upcast to float32 and sanitised.
 
@@ -96,6 +145,11 @@ class LossBatch:
         mask: [B, T] bool, True on response tokens.
         norm_len: divisor of ``seq-mean-token-sum-norm``.
         generator: torch RNG for stochastic kinds (``nsr``, ``clip_cov``), or None (global RNG).
+        totals: the normalisers (this batch's own, or its mini-batch's when micro-batching).
+        uniforms: [B, T] float32 draws to use instead of drawing from ``generator`` (a
+            micro-batch's slice of its mini-batch's draws), or None.
+        cov_selected: [B, T] bool Clip-Cov / KL-Cov selection made on the whole mini-batch, or
+            None (select here, on this batch).
     """
 
     logp: Tensor
@@ -104,6 +158,9 @@ class LossBatch:
     mask: Tensor
     norm_len: int
     generator: torch.Generator | None
+    totals: LossTotals
+    uniforms: Tensor | None = None
+    cov_selected: Tensor | None = None
 
     @classmethod
     def build(
@@ -114,13 +171,23 @@ class LossBatch:
         mask: Tensor,
         norm_len: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        totals: LossTotals | None = None,
+        uniforms: Tensor | None = None,
+        cov_selected: Tensor | None = None,
     ) -> LossBatch:
-        """Check shapes and build a batch; ``advantages`` may be [B] (broadcast over tokens)."""
+        """Check shapes and build a batch; ``advantages`` may be [B] (broadcast over tokens).
+        ``totals`` defaults to this batch's own."""
         if logp.dim() != 2:
             raise ValueError(f"logp must be [B, T], got shape {tuple(logp.shape)}")
         shape = logp.shape
-        for name, t in (("old_logp", old_logp), ("mask", mask)):
-            if t.shape != shape:
+        for name, t in (
+            ("old_logp", old_logp),
+            ("mask", mask),
+            ("uniforms", uniforms),
+            ("cov_selected", cov_selected),
+        ):
+            if t is not None and t.shape != shape:
                 raise ValueError(f"{name} shape {tuple(t.shape)} != logp shape {tuple(shape)}")
         if advantages.dim() == 1 and advantages.shape[0] == shape[0]:
             advantages = advantages[:, None].expand(shape)
@@ -143,24 +210,40 @@ class LossBatch:
             mask=valid,
             norm_len=int(norm_len),
             generator=generator,
+            totals=LossTotals.of(valid) if totals is None else totals,
+            uniforms=None if uniforms is None else uniforms.float(),
+            cov_selected=None if cov_selected is None else cov_selected != 0,
         )
 
-    def n_valid(self) -> int:
-        """Number of valid tokens N (a host sync)."""
-        return int(self.mask.sum().item())
+    def draw_uniforms(self) -> Tensor:
+        """[B, T] U(0, 1) draws for a stochastic kind: the given ``uniforms``, else exactly one
+        ``torch.rand([B, T], generator)`` (so the RNG stream advances by B·T whatever the data)."""
+        if self.uniforms is not None:
+            return self.uniforms
+        return torch.rand(self.mask.shape, generator=self.generator, device=self.mask.device)
 
 
 # --------------------------------------------------------------------------- registry
 
 LossFn = Callable[[LossBatch, Any], LossOutput]
+SelectionFn = Callable[[LossBatch, Any], Tensor]
 POLICY_LOSSES: dict[str, LossFn] = {}
 """Loss kind -> its function. Filled by ``@register``; keys equal ``LOSS_PARAMS``'s."""
 
+_DRAWS_UNIFORMS: set[str] = set()  # kinds calling LossBatch.draw_uniforms once per call
+_SELECTIONS: dict[str, SelectionFn] = {}  # kinds selecting tokens over the whole batch
 
-def register(kind: str) -> Callable[[LossFn], LossFn]:
+
+def register(
+    kind: str, *, draws_uniforms: bool = False, selection: SelectionFn | None = None
+) -> Callable[[LossFn], LossFn]:
     """Decorator registering ``fn`` as the implementation of loss ``kind``.
 
-    Registering a kind twice is an error (a silent overwrite would hide a bug).
+    ``draws_uniforms``: the kind draws one [B, T] uniform tensor per call
+    (:meth:`LossBatch.draw_uniforms`); ``selection``: the kind selects tokens over the whole
+    batch (``fn(batch, params) -> [B, T] bool``) and uses ``batch.cov_selected`` when given. Both
+    let :func:`plan_mini_batch` make a micro-batched update exact. Registering a kind twice is
+    an error (a silent overwrite would hide a bug).
     """
 
     def decorator(fn: LossFn) -> LossFn:
@@ -169,6 +252,10 @@ def register(kind: str) -> Callable[[LossFn], LossFn]:
                 f"loss kind {kind!r} is already registered (by {POLICY_LOSSES[kind].__name__})"
             )
         POLICY_LOSSES[kind] = fn
+        if draws_uniforms:
+            _DRAWS_UNIFORMS.add(kind)
+        if selection is not None:
+            _SELECTIONS[kind] = selection
         return fn
 
     return decorator
@@ -193,8 +280,16 @@ def policy_loss(
     config: dict[str, Any] | Any,
     norm_len: int | None = None,
     generator: torch.Generator | None = None,
+    *,
+    totals: LossTotals | None = None,
+    uniforms: Tensor | None = None,
+    cov_selected: Tensor | None = None,
 ) -> LossOutput:
     """The configured policy loss of one (mini-)batch (DESIGN §3.1).
+
+    The keyword-only arguments are for micro-batching (module docstring): pass
+    ``**plan.part(rows)`` of a :class:`MiniBatchPlan`; without them the call is the documented
+    one and normalises over its own batch.
 
     Args:
         logp: [B, T] log-probs of the sampled tokens under the current policy (differentiable).
@@ -207,6 +302,10 @@ def policy_loss(
             ``max_new_tokens``).
         generator: torch RNG for the stochastic kinds (``nsr``, ``clip_cov``); it must live on
             the tokens' device. None uses torch's global RNG.
+        totals: normalisers of the whole mini-batch (default: this batch's own). With them the
+            loss and each metric are this batch's contribution (they sum over micro-batches).
+        uniforms: [B, T] draws replacing the kind's own ``torch.rand`` (``nsr``).
+        cov_selected: [B, T] bool Clip-Cov / KL-Cov selection made on the whole mini-batch.
 
     Returns:
         ``LossOutput(loss, metrics)`` with ``metrics`` keyed by ``METRIC_KEYS``.
@@ -217,8 +316,83 @@ def policy_loss(
         ValueError: tensors of mismatched shapes.
     """
     params = _parse(config)
-    batch = LossBatch.build(logp, old_logp, advantages, mask, norm_len, generator)
+    batch = LossBatch.build(
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        norm_len,
+        generator,
+        totals=totals,
+        uniforms=uniforms,
+        cov_selected=cov_selected,
+    )
     return get_policy_loss(params.kind)(batch, params)
+
+
+# --------------------------------------------------------------------------- micro-batching
+
+
+@dataclass(frozen=True)
+class MiniBatchPlan:
+    """What every micro-batch of one mini-batch must share for an exact accumulated update.
+
+    Attributes:
+        totals: the mini-batch's normalisers.
+        uniforms: [B, T] the mini-batch's random draws (kinds that draw), else None.
+        cov_selected: [B, T] bool the Clip-Cov / KL-Cov selection over the whole mini-batch
+            (kinds that select), else None.
+    """
+
+    totals: LossTotals
+    uniforms: Tensor | None = None
+    cov_selected: Tensor | None = None
+
+    def part(self, rows: slice | Tensor) -> dict[str, Any]:
+        """``policy_loss`` keyword arguments for the micro-batch made of mini-batch ``rows``."""
+        return {
+            "totals": self.totals,
+            "uniforms": None if self.uniforms is None else self.uniforms[rows],
+            "cov_selected": None if self.cov_selected is None else self.cov_selected[rows],
+        }
+
+
+def needs_current_logp(config: dict[str, Any] | Any) -> bool:
+    """Whether :func:`plan_mini_batch` needs the mini-batch's current log-probs for ``config``
+    (the covariance kinds select tokens by cov, which uses the current, detached logp)."""
+    return _parse(config).kind in _SELECTIONS
+
+
+def plan_mini_batch(
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    config: dict[str, Any] | Any,
+    *,
+    logp: Tensor | None = None,
+    norm_len: int | None = None,
+    generator: torch.Generator | None = None,
+) -> MiniBatchPlan:
+    """The :class:`MiniBatchPlan` of one mini-batch (all tensors [B, T] of the whole mini-batch).
+
+    Draws the kind's uniforms from ``generator`` exactly as an unsplit call would, and for the
+    covariance kinds makes the selection from ``logp`` (the current policy's log-probs, detached;
+    required when :func:`needs_current_logp`). A call per micro-batch with ``plan.part(rows)``
+    then sums to the unsplit call's loss, gradient and metrics.
+    """
+    params = _parse(config)
+    selection = _SELECTIONS.get(params.kind)
+    if selection is not None and logp is None:
+        raise ValueError(f"loss kind {params.kind!r} selects by covariance: pass logp")
+    current = old_logp if logp is None else logp.detach()
+    batch = LossBatch.build(current, old_logp, advantages, mask, norm_len, generator)
+    uniforms = batch.draw_uniforms() if params.kind in _DRAWS_UNIFORMS else None
+    if selection is None:
+        return MiniBatchPlan(batch.totals, uniforms=uniforms)
+    batch = LossBatch.build(
+        current, old_logp, advantages, mask, norm_len, generator, uniforms=uniforms
+    )
+    return MiniBatchPlan(batch.totals, cov_selected=selection(batch, params))
 
 
 def _parse(config: Any) -> Any:
@@ -306,11 +480,10 @@ def _select_count(ratio: float, n: int) -> int:
     return max(math.floor(ratio * n + 1e-9), 1) if n > 0 else 0
 
 
-def _random_subset(candidates: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+def _random_subset(candidates: Tensor, k: int, scores: Tensor) -> Tensor:
     """[B, T] bool: k of the True entries of ``candidates`` chosen uniformly at random (all of
-    them when there are fewer than k). Always draws B·T uniforms, so the RNG stream advances
-    by the same amount whatever the data."""
-    scores = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    them when there are fewer than k): those with the k smallest ``scores`` [B, T] (uniform
+    draws, one per position, so the RNG stream does not depend on the data)."""
     if k == 0 or candidates.numel() == 0:
         return torch.zeros_like(candidates)
     # The k smallest scores among candidates; non-candidates sort last and are masked out after.
@@ -329,26 +502,37 @@ def _top_k(values: Tensor, mask: Tensor, k: int) -> Tensor:
     return chosen.view_as(mask) & mask
 
 
-def _agg_token_mean(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
-    return loss.sum() / mask.sum().clamp(min=1)
+# Each aggregator: (masked per-token loss [B, T], mask [B, T] bool, norm_len, totals) -> scalar.
+# The numerator is this batch's; the denominator is the totals' (the mini-batch's when
+# micro-batching), so micro-batch losses add up to the mini-batch's.
 
 
-def _agg_seq_mean_token_mean(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
-    per_seq = loss.sum(-1) / mask.sum(-1).clamp(min=1)
-    return per_seq.sum() / mask.any(-1).sum().clamp(min=1)
+def _agg_token_mean(loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals) -> Tensor:
+    return loss.sum() / max(totals.n_tokens, 1)
 
 
-def _agg_seq_mean_token_sum(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
-    return loss.sum() / mask.any(-1).sum().clamp(min=1)
+def _agg_seq_mean_token_mean(
+    loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals
+) -> Tensor:
+    per_seq = loss.sum(-1) / mask.sum(-1).clamp(min=1)  # a sequence's own length: row-local
+    return per_seq.sum() / max(totals.n_seqs, 1)
 
 
-def _agg_seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
+def _agg_seq_mean_token_sum(
+    loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals
+) -> Tensor:
+    return loss.sum() / max(totals.n_seqs, 1)
+
+
+def _agg_seq_mean_token_sum_norm(
+    loss: Tensor, mask: Tensor, norm_len: int, totals: LossTotals
+) -> Tensor:
     # Dr. GRPO (arXiv 2503.20783): a constant normaliser B·norm_len, independent of the sampled
     # lengths, so an all-masked row counts as a sequence of length 0.
-    return loss.sum() / (norm_len * max(loss.shape[0], 1))
+    return loss.sum() / (norm_len * max(totals.n_rows, 1))
 
 
-_AGGREGATORS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+_AGGREGATORS: dict[str, Callable[[Tensor, Tensor, int, LossTotals], Tensor]] = {
     "token-mean": _agg_token_mean,
     "seq-mean-token-mean": _agg_seq_mean_token_mean,
     "seq-mean-token-sum": _agg_seq_mean_token_sum,
@@ -356,13 +540,22 @@ _AGGREGATORS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
 }
 
 
-def aggregate(per_token: Tensor, mask: Tensor, agg: str, norm_len: int | None = None) -> Tensor:
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    agg: str,
+    norm_len: int | None = None,
+    totals: LossTotals | None = None,
+) -> Tensor:
     """Reduce a [B, T] per-token loss to a scalar over ``mask`` (bool [B, T]).
 
     ``token-mean``: sum(L·M)/sum(M). ``seq-mean-token-mean``: per-sequence token mean, then mean
     over non-empty sequences. ``seq-mean-token-sum``: per-sequence token sum, mean over non-empty
     sequences. ``seq-mean-token-sum-norm``: per-sequence token sum / ``norm_len`` (default T),
     mean over all B sequences. An all-masked batch gives 0 (still differentiable).
+
+    ``totals`` replaces the denominators (sum(M), the non-empty sequences, B) by those of a whole
+    mini-batch, so a micro-batch's value is its share (default: ``mask``'s own).
     """
     try:
         reduce = _AGGREGATORS[agg]
@@ -372,7 +565,8 @@ def aggregate(per_token: Tensor, mask: Tensor, agg: str, norm_len: int | None = 
         ) from None
     mask = mask != 0
     loss = torch.where(mask, per_token, torch.zeros_like(per_token))
-    return reduce(loss, mask, per_token.shape[-1] if norm_len is None else norm_len)
+    totals = LossTotals.of(mask) if totals is None else totals
+    return reduce(loss, mask, per_token.shape[-1] if norm_len is None else norm_len, totals)
 
 
 def _output(
@@ -386,8 +580,10 @@ def _output(
     rescued: Tensor | None = None,
     cov_selected: Tensor | None = None,
 ) -> LossOutput:
-    """Aggregate and build the metrics (the same keys for every kind; None -> 0.0)."""
-    loss = aggregate(per_token, batch.mask, agg, batch.norm_len)
+    """Stage 2 of every kind: aggregate its per-token loss [B, T] (stage 1) with the batch's
+    normalisers, and build the metrics (the same keys for every kind; None -> 0.0), fractions
+    over ``batch.totals.n_tokens``."""
+    loss = aggregate(per_token, batch.mask, agg, batch.norm_len, batch.totals)
     with torch.no_grad():
         zero = torch.zeros((), device=per_token.device)
         counts = [
@@ -395,7 +591,8 @@ def _output(
             for m in (clip_low, clip_high, dual_clip, rescued, cov_selected)
         ]
         kl_sum = (batch.old_logp - batch.logp.detach()).sum()  # masked entries are 0
-        *sums, n = torch.stack([*counts, kl_sum, batch.mask.sum().float()]).tolist()  # one sync
+        sums = torch.stack([*counts, kl_sum]).tolist()  # one sync
+    n = batch.totals.n_tokens
     values = [s / n if n > 0 else 0.0 for s in sums]  # divide in float64 on the host
     return LossOutput(loss=loss, metrics=dict(zip(METRIC_KEYS, values, strict=True)))
 
@@ -417,7 +614,7 @@ def ppo_clip_loss(batch: LossBatch, cfg: PPOClipLoss) -> LossOutput:
     return _output(batch, per_token, cfg.agg, clip_low=low, clip_high=high, dual_clip=dual)
 
 
-@register("nsr")
+@register("nsr", draws_uniforms=True)
 def nsr_loss(batch: LossBatch, cfg: NSRLoss) -> LossOutput:
     """Near-boundary Stochastic Rescue (arXiv 2605.22703; the paper has no public code, this is
     sweeper's documented reading).
@@ -440,8 +637,7 @@ def nsr_loss(batch: LossBatch, cfg: NSRLoss) -> LossOutput:
     if cfg.rescue_sides in ("both", "low"):
         band = band | (low & (ratio >= (1.0 - cfg.eps_low) * (1.0 - m)))
     # Draw for every position so the RNG stream does not depend on the data.
-    u = torch.rand(ratio.shape, generator=batch.generator, device=ratio.device)
-    rescued = band & (u < cfg.rescue_prob)
+    rescued = band & (batch.draw_uniforms() < cfg.rescue_prob)
     per_token = torch.where(rescued, l1, per_token)
     per_token, dual = _dual_clip(per_token, ratio, batch, cfg.dual_clip_c)
     return _output(
@@ -455,7 +651,18 @@ def nsr_loss(batch: LossBatch, cfg: NSRLoss) -> LossOutput:
     )
 
 
-@register("clip_cov")
+def _clip_cov_selection(batch: LossBatch, cfg: ClipCovLoss) -> Tensor:
+    """[B, T] bool: Clip-Cov's random pick among unclipped tokens with cov_lb < cov < cov_ub."""
+    with torch.no_grad():
+        ratio = _ratio(batch)
+        low, high = _clip_masks(ratio, batch.advantages, batch.mask, cfg.eps_low, cfg.eps_high)
+        cov = _token_cov(batch)
+        candidates = batch.mask & ~(low | high) & (cov > cfg.cov_lb) & (cov < cfg.cov_ub)
+        k = _select_count(cfg.cov_ratio, batch.totals.n_tokens)
+        return _random_subset(candidates, k, batch.draw_uniforms())
+
+
+@register("clip_cov", draws_uniforms=True, selection=_clip_cov_selection)
 def clip_cov_loss(batch: LossBatch, cfg: ClipCovLoss) -> LossOutput:
     """Clip-Cov, Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs" (arXiv
     2505.22617).
@@ -467,15 +674,20 @@ def clip_cov_loss(batch: LossBatch, cfg: ClipCovLoss) -> LossOutput:
     """
     ratio = _ratio(batch)
     per_token, _, low, high = _clipped_surrogate(ratio, batch, cfg.eps_low, cfg.eps_high)
-    cov = _token_cov(batch)
-    candidates = batch.mask & ~(low | high) & (cov > cfg.cov_lb) & (cov < cfg.cov_ub)
-    k = _select_count(cfg.cov_ratio, batch.n_valid())
-    selected = _random_subset(candidates, k, batch.generator)
+    selected = batch.cov_selected
+    if selected is None:
+        selected = _clip_cov_selection(batch, cfg)
     per_token = torch.where(selected, torch.zeros_like(per_token), per_token)
     return _output(batch, per_token, cfg.agg, clip_low=low, clip_high=high, cov_selected=selected)
 
 
-@register("kl_cov")
+def _kl_cov_selection(batch: LossBatch, cfg: KLCovLoss) -> Tensor:
+    """[B, T] bool: KL-Cov's top-k valid tokens by cov, k = max(floor(cov_ratio·N), 1)."""
+    k = _select_count(cfg.cov_ratio, batch.totals.n_tokens)
+    return _top_k(_token_cov(batch), batch.mask, k)
+
+
+@register("kl_cov", selection=_kl_cov_selection)
 def kl_cov_loss(batch: LossBatch, cfg: KLCovLoss) -> LossOutput:
     """KL-Cov, Cui et al. 2025 (arXiv 2505.22617).
 
@@ -484,8 +696,9 @@ def kl_cov_loss(batch: LossBatch, cfg: KLCovLoss) -> LossOutput:
     """
     ratio = _ratio(batch)
     l1 = -batch.advantages * ratio
-    k = _select_count(cfg.cov_ratio, batch.n_valid())
-    top = _top_k(_token_cov(batch), batch.mask, k)
+    top = batch.cov_selected
+    if top is None:
+        top = _kl_cov_selection(batch, cfg)
     penalty = cfg.kl_coef * (batch.logp - batch.old_logp).abs()
     per_token = l1 + torch.where(top, penalty, torch.zeros_like(penalty))
     return _output(batch, per_token, cfg.agg, cov_selected=top)
@@ -542,6 +755,8 @@ def _check_registry() -> None:
         )
     if set(_AGGREGATORS) != set(AGGREGATIONS):
         raise RuntimeError(f"aggregators {sorted(_AGGREGATORS)} != {sorted(AGGREGATIONS)}")
+    if not (_DRAWS_UNIFORMS | set(_SELECTIONS)) <= set(POLICY_LOSSES):
+        raise RuntimeError("micro-batching metadata names a kind that is not registered")
 
 
 _check_registry()

@@ -17,6 +17,13 @@ workers building it at once both end up with a valid file (the last write wins).
 HF policies: ``policy.name`` is a hub name or a local directory, loaded with
 ``AutoModelForCausalLM`` / ``AutoTokenizer`` (``local_files_only`` for a directory, so nothing is
 downloaded; a hub name uses the normal HF cache and honours ``HF_HUB_OFFLINE``).
+
+:class:`LivePolicy` is the trained model of a worker: the base weights on a device in the job's
+parameter dtype, either all trainable or frozen under a ``peft`` LoRA adapter; it resets per job
+(all weights, or only the adapter), switches gradient checkpointing, and hands out the merged
+weights in the base model's own naming (:meth:`LivePolicy.merged_weights`, for an engine that
+keeps its own copy). :func:`prompt_encoder` turns a task prompt into ids, through the tokenizer's
+chat template when the policy uses one.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import torch
 from sweeper.config.job import (
     AdditionTask,
     FileTask,
+    LoRAConfig,
     PolicyConfig,
     RandomRewardTask,
     TaskConfig,
@@ -49,14 +57,17 @@ from sweeper.rl.tasks import Problem, Task, tokenizer_alphabet
 
 __all__ = [
     "FORMAT_VERSION",
+    "LORA_INIT_SEED",
     "BasePolicy",
     "CharTokenizer",
     "HFTokenizer",
+    "LivePolicy",
     "TokenizerLike",
     "build_tiny_model",
     "default_cache_dir",
     "greedy_accuracy",
     "load_base_policy",
+    "prompt_encoder",
     "tiny_cache_key",
     "warm_start",
     "warm_start_identity",
@@ -64,7 +75,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the tiny model, tokenizer or warm-start procedure changes (new cache key)."""
 
 WARM_START_CHECK_EVERY = 50
@@ -75,6 +86,9 @@ WARM_START_EVAL_PROMPTS = 128
 
 WARM_START_SEED = 0
 """Seed of the warm start (init and data): the base is the same for every trial and seed."""
+
+LORA_INIT_SEED = 0
+"""Seed of every LoRA adapter's initialisation: all jobs (on any worker) start from one adapter."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -170,6 +184,46 @@ class HFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tok.decode(list(ids), skip_special_tokens=True))
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer carries a chat template."""
+        return bool(getattr(self.tok, "chat_template", None))
+
+    def encode_chat(self, text: str, system_prompt: str | None = None) -> list[int]:
+        """Ids of ``text`` as one user turn (after an optional system turn), rendered by the
+        tokenizer's chat template with the generation prompt (the assistant turn's opening)."""
+        messages = [{"role": "user", "content": text}]
+        if system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        ids = self.tok.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+
+
+def prompt_encoder(tokenizer: TokenizerLike, policy: PolicyConfig) -> Callable[[str], list[int]]:
+    """The job's prompt -> ids function: the tokenizer's chat template (with
+    ``policy.system_prompt``) when ``policy.chat_template`` is true, or null and the tokenizer has
+    one; else the raw text (:meth:`TokenizerLike.encode_prompt`).
+
+    Raises:
+        InputError: ``chat_template: true`` (or a ``system_prompt``) with a tokenizer that has no
+            chat template.
+    """
+    has = bool(getattr(tokenizer, "has_chat_template", False))
+    use = has if policy.chat_template is None else policy.chat_template
+    if (use or policy.system_prompt is not None) and not has:
+        what = "chat_template: true" if use else "system_prompt"
+        raise InputError(f"policy.{what}: the tokenizer of {policy.name!r} has no chat template")
+    if not use:
+        return tokenizer.encode_prompt
+    system = policy.system_prompt
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode_chat(text, system)  # type: ignore[attr-defined, no-any-return]
+
+    return encode
+
 
 # --------------------------------------------------------------------------- base policy
 
@@ -193,15 +247,132 @@ class BasePolicy:
     dtype: torch.dtype = torch.float32
     info: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, device: torch.device | str) -> torch.nn.Module:
-        """A fresh module on ``device`` in the policy dtype, holding the base weights."""
+    def build_model(
+        self, device: torch.device | str, dtype: torch.dtype | None = None
+    ) -> torch.nn.Module:
+        """A fresh module on ``device`` in ``dtype`` (default the policy dtype), holding the
+        base weights."""
         model = self.make_module()
         model.load_state_dict(self.state)
-        return model.to(device=device, dtype=self.dtype)
+        return model.to(device=device, dtype=self.dtype if dtype is None else dtype)
 
     def reset(self, model: torch.nn.Module) -> None:
         """Load the base weights into ``model`` in place (cheap per-job reset)."""
         model.load_state_dict(self.state)
+
+
+class LivePolicy:
+    """A worker's trained model: the base policy on ``device`` in ``dtype``, with every weight
+    trainable, or (``lora``) frozen under a ``peft`` LoRA adapter that alone trains.
+
+    The adapter is initialised under :data:`LORA_INIT_SEED` (on CPU, before the move to the
+    device), so every job and worker starts from the same adapter; :meth:`reset` restores it (and
+    nothing else: the frozen base never changes) or, without LoRA, the base weights.
+
+    Attributes:
+        base: the base policy.
+        model: the ``transformers`` module to call (with LoRA, the base model with the adapter
+            layers injected, so it is called exactly like the plain model).
+    """
+
+    def __init__(
+        self,
+        base: BasePolicy,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        lora: LoRAConfig | None = None,
+    ) -> None:
+        self.base = base
+        self.lora = lora
+        if lora is None:
+            self.model = base.build_model(device, dtype)
+        else:
+            from peft import LoraConfig as PeftLoraConfig
+            from peft import get_peft_model
+
+            module = base.build_model("cpu", torch.float32)
+            config = PeftLoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
+            with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+                torch.manual_seed(LORA_INIT_SEED)
+                peft_model = get_peft_model(module, config, autocast_adapter_dtype=False)
+            self.model = peft_model.get_base_model().to(device=device, dtype=dtype)
+        # The adapter's starting point, on the device (small); full weights reset from the
+        # host copy in ``base.state`` instead of holding a second copy on the device.
+        self._initial_adapter = (
+            {name: p.detach().clone() for name, p in self._trainable()} if lora else {}
+        )
+
+    def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        if self.lora is None:
+            return list(self.model.named_parameters())
+        return [(n, p) for n, p in self.model.named_parameters() if "lora_" in n]
+
+    def reset(self) -> None:
+        """Back to the job's starting point: the base weights (full) or the initial adapter
+        (LoRA; the base stays frozen), eval mode (no dropout: the PPO ratio must compare one
+        function), gradients off the frozen part and cleared."""
+        if self.lora is None:
+            self.base.reset(self.model)
+        else:
+            with torch.no_grad():
+                for name, p in self._trainable():
+                    p.copy_(self._initial_adapter[name])
+        self.model.eval()
+        self.model.requires_grad_(self.lora is None)
+        for _, p in self._trainable():
+            p.requires_grad_(True)
+            p.grad = None
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates (all, or the adapter's)."""
+        return [p for _, p in self._trainable()]
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute each decoder layer in backward (``transformers``' non-reentrant
+        checkpointing). It acts only on modules in training mode, so the decoder layers alone
+        are flagged as training: their children (attention, dropout) stay in eval mode."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        model: Any = self.model
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names
+            if on:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.activation_checkpointing_disable()
+        elif on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_disable()
+        for module in self.model.modules():
+            if isinstance(module, GradientCheckpointingLayer):
+                module.training = on
+
+    @torch.no_grad()
+    def merged_weights(self) -> dict[str, torch.Tensor]:
+        """The current policy as a plain model's ``state_dict`` (the base model's own parameter
+        names): with LoRA each adapted weight is W + scale·B·A (nothing is merged in place);
+        without, the live weights themselves. For an engine that keeps its own copy (vLLM)."""
+        state = self.model.state_dict()
+        if self.lora is None:
+            return {k: v.detach() for k, v in state.items()}
+        from peft.tuners.lora import LoraLayer
+
+        merged = {
+            k.replace(".base_layer.", "."): v.detach() for k, v in state.items() if "lora_" not in k
+        }
+        for name, module in self.model.named_modules():
+            if isinstance(module, LoraLayer):
+                key = f"{name}.weight"
+                merged[key] = merged[key] + module.get_delta_weight("default").to(merged[key].dtype)
+        return merged
 
 
 def default_cache_dir() -> Path:

@@ -5,9 +5,12 @@ problems, a reward and a correctness check per response, and a supervised target
 (used only to warm-start the built-in ``tiny`` policy). Built-ins:
 
 - ``addition``: ``"12+34="`` -> ``"46"``; reward 1.0 for the exact sum.
-- ``gsm8k``: question/answer rows from a local JSONL or Parquet file; the reference is the number
-  after ``####`` (else the answer's last number); a response is correct when its last number is
-  numerically equal.
+- ``gsm8k``: question/answer rows from a local JSONL or Parquet file. ``verifier: numeric``: the
+  reference is the number after ``####`` (else the answer's last number); a response is correct
+  when its last number is numerically equal. ``verifier: math_verify``: the reference is the text
+  after ``####`` (else the whole answer), and ``math-verify`` (Hugging Face's parser and verifier
+  for LaTeX and numeric answers, the standard of RLVR math rewards) decides equality, so
+  ``\\frac{1}{2}`` matches 0.5 and a ``\\boxed{}`` answer is found.
 - ``random``: addition prompts, reward ~ Bernoulli(p) independent of the response (the control
   experiment of arXiv 2509.26114); ``correct`` is still the real addition check, so eval keeps
   measuring accuracy.
@@ -42,13 +45,13 @@ and in the recipe: ``task: {kind: user, fn: "mytask:make", args: {}}``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
 import random
 import re
 import string
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sweeper.config.job import AdditionTask, FileTask, RandomRewardTask, TaskConfig, UserTask
 from sweeper.errors import InputError
+from sweeper.seeding import derive_seed
 
 __all__ = [
     "AdditionVerifier",
@@ -66,6 +70,7 @@ __all__ = [
     "extract_answer_number",
     "last_number",
     "make_task",
+    "math_verify_match",
     "numbers_match",
     "tokenizer_alphabet",
 ]
@@ -75,7 +80,8 @@ __all__ = [
 class Problem:
     """One prompt with its reference answer.
 
-    ``prompt`` is the exact text the policy continues (no chat template is applied);
+    ``prompt`` is the task's text: the policy continues it as is, or, when the policy uses a
+    chat template (``policy.chat_template``), as the user turn of the rendered template;
     ``answer`` is the reference the verifier compares with; ``target`` is the full supervised
     continuation used by the tiny policy's warm start (defaults to ``answer``); ``meta`` is free
     for user tasks.
@@ -95,9 +101,11 @@ class Task(Protocol):
         alphabet: characters the built-in ``tiny`` policy's character tokenizer must cover
             (prompts and answers); ``None`` means printable ASCII. Ignored by HF policies.
 
-    Optional hook: ``reset(seed: int) -> None`` is called at the start of every job with the
+    Optional hooks: ``reset(seed: int) -> None`` is called at the start of every job with the
     job's seed; a task whose reward is random (like ``random``) re-seeds its RNG there so the
-    same seed gives the same rewards.
+    same seed gives the same rewards. ``eval_reward(problem, response) -> float`` is the reward
+    reported for logged eval samples (default ``reward``); a task with random rewards defines it
+    so that logging samples does not consume the training reward stream.
     """
 
     alphabet: str | None
@@ -168,10 +176,49 @@ def numbers_match(a: float | None, b: float | None, rel_tol: float = 1e-6) -> bo
     return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
 
 
-def _stable_seed(*parts: object) -> int:
-    """A seed derived from ``parts`` that is the same in every process (unlike ``hash``)."""
-    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+def _math_verify_timeout() -> int | None:
+    # math-verify bounds parsing and comparison with signal.alarm, which works only in the main
+    # thread; a Ray actor runs jobs in a worker thread, where it must be off (None).
+    return MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+MATH_VERIFY_TIMEOUT_S = 5
+"""Seconds math-verify may spend parsing or comparing one answer (main thread only)."""
+
+
+def _math_parse(text: str) -> list[Any]:
+    from math_verify import parse
+
+    return list(parse(text, parsing_timeout=_math_verify_timeout()))  # type: ignore[arg-type]
+
+
+def _math_parse_reference(text: str) -> list[Any]:
+    """A reference answer is the bare answer ("\\sqrt{2}", "x^2 + 2x + 1", "72"): math-verify
+    reads LaTeX only inside a math environment, so it is wrapped in ``$...$`` unless it already
+    has one (then, or if that finds nothing, it is parsed as given)."""
+    if "$" not in text and "\\boxed" not in text:
+        wrapped = _math_parse(f"${text}$")
+        if wrapped:
+            return wrapped
+    return _math_parse(text)
+
+
+def math_verify_match(reference: str | list[Any], response: str) -> bool:
+    """Whether ``response`` states the ``reference`` answer, by ``math-verify``.
+
+    ``reference``: the gold answer text (LaTeX or a number), or its already parsed form. The
+    response's last LaTeX (``$...$``, ``\\boxed{}``) or plain expression is extracted and compared
+    symbolically and numerically (``\\frac{1}{2}`` == 0.5; 2 != 3). Unparseable -> False.
+    """
+    from math_verify import verify
+
+    gold = _math_parse_reference(reference) if isinstance(reference, str) else reference
+    if not gold:
+        return False
+    answer = _math_parse(response)
+    if not answer:
+        return False
+    return bool(verify(gold, answer, timeout_seconds=_math_verify_timeout()))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- addition
@@ -194,7 +241,7 @@ class AdditionVerifier:
         total = span * span
         # Hold out up to 512 problems but never more than a fifth of the space (1 digit: 20).
         pool_size = max(1, min(512, total // 5))
-        rng = random.Random(_stable_seed("addition-eval", digits))
+        rng = random.Random(derive_seed("addition-eval", digits))
         pool: list[tuple[int, int]] = []
         seen: set[tuple[int, int]] = set()
         while len(pool) < pool_size:
@@ -240,13 +287,20 @@ class RandomReward(AdditionVerifier):
         super().__init__(digits)
         self.p = p
         self._rng = random.Random(0)
+        self._eval_rng = random.Random(1)
 
     def reset(self, seed: int) -> None:
-        """Re-seed the reward RNG from the job seed (same seed -> same reward sequence)."""
-        self._rng = random.Random(_stable_seed("random-reward", seed))
+        """Re-seed the reward RNGs from the job seed (same seed -> same reward sequence)."""
+        self._rng = random.Random(derive_seed("random-reward", seed))
+        self._eval_rng = random.Random(derive_seed("random-reward-eval", seed))
 
     def reward(self, problem: Problem, response: str) -> float:
         return 1.0 if self._rng.random() < self.p else 0.0
+
+    def eval_reward(self, problem: Problem, response: str) -> float:
+        """A Bernoulli(p) draw from a stream of its own (logged eval samples leave the training
+        rewards untouched)."""
+        return 1.0 if self._eval_rng.random() < self.p else 0.0
 
 
 # --------------------------------------------------------------------------- GSM8K-style files
@@ -273,10 +327,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 class FileQATask:
-    """GSM8K-style question/answer rows from a local JSONL or Parquet file.
+    """GSM8K/MATH-style question/answer rows from a local JSONL or Parquet file.
 
-    Prompt: ``"Question: {question}\\nAnswer:"``; reference: :func:`extract_answer_number` of
-    the answer column; a response is correct when its :func:`last_number` matches numerically.
+    Prompt: ``"Question: {question}\\nAnswer:"``. ``verifier="numeric"``: the reference is
+    :func:`extract_answer_number` of the answer column and a response is correct when its
+    :func:`last_number` matches numerically. ``verifier="math_verify"``: the reference is the
+    answer's text after ``####`` (else all of it) and :func:`math_verify_match` decides.
     The held-out split is a fixed shuffle (seed 0) of the rows; ``eval_fraction`` of them (at
     least one) are eval-only.
     """
@@ -289,7 +345,12 @@ class FileQATask:
         question_key: str = "question",
         answer_key: str = "answer",
         eval_fraction: float = 0.1,
+        verifier: str = "numeric",
     ) -> None:
+        if verifier not in ("numeric", "math_verify"):
+            raise InputError(f"task.verifier: {verifier!r}; valid: numeric, math_verify")
+        self.verifier = verifier
+        self._gold: dict[str, list[Any]] = {}  # reference text -> parsed (math_verify)
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise InputError(f"task.path: file not found: {self.path}")
@@ -302,13 +363,10 @@ class FileQATask:
                     f"(has {sorted(row)})"
                 )
             answer_text = str(row[answer_key])
-            reference = extract_answer_number(answer_text)
-            if reference is None:
-                raise InputError(f"task.path: {self.path}: row {i} answer has no number")
             problems.append(
                 Problem(
                     prompt=f"Question: {row[question_key]}\nAnswer:",
-                    answer=_format_number(reference),
+                    answer=self._reference(answer_text, i),
                     target=" " + answer_text.strip(),
                 )
             )
@@ -326,7 +384,24 @@ class FileQATask:
     def eval_problems(self, n: int) -> list[Problem]:
         return [self._eval[i % len(self._eval)] for i in range(n)]
 
+    def _reference(self, answer_text: str, row: int) -> str:
+        """The reference answer of one row, checked to be usable by the verifier."""
+        if self.verifier == "numeric":
+            reference = extract_answer_number(answer_text)
+            if reference is None:
+                raise InputError(f"task.path: {self.path}: row {row} answer has no number")
+            return _format_number(reference)
+        text = answer_text.rsplit("####", 1)[1] if "####" in answer_text else answer_text
+        text = text.strip()
+        gold = _math_parse_reference(text)
+        if not gold:
+            raise InputError(f"task.path: {self.path}: row {row}: math-verify finds no answer")
+        self._gold[text] = gold
+        return text
+
     def correct(self, problem: Problem, response: str) -> bool:
+        if self.verifier == "math_verify":
+            return math_verify_match(self._gold.get(problem.answer, problem.answer), response)
         return numbers_match(last_number(response), float(problem.answer))
 
     def reward(self, problem: Problem, response: str) -> float:
@@ -377,7 +452,7 @@ def make_task(cfg: TaskConfig | dict[str, Any]) -> Task:
     if isinstance(cfg, dict):
         from pydantic import TypeAdapter, ValidationError
 
-        from sweeper.errors import describe_validation_error
+        from sweeper.config.messages import describe_validation_error
 
         try:
             cfg = TypeAdapter(TaskConfig).validate_python(cfg)
@@ -393,7 +468,9 @@ def make_task(cfg: TaskConfig | dict[str, Any]) -> Task:
 _BUILDERS: dict[type, Callable[[Any], Task]] = {
     AdditionTask: lambda c: AdditionVerifier(c.digits),
     RandomRewardTask: lambda c: RandomReward(c.p, c.digits),
-    FileTask: lambda c: FileQATask(c.path, c.question_key, c.answer_key, c.eval_fraction),
+    FileTask: lambda c: FileQATask(
+        c.path, c.question_key, c.answer_key, c.eval_fraction, c.verifier
+    ),
     UserTask: _load_user_task,
 }
 

@@ -321,6 +321,24 @@ class LoopbackCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private SWEEPER_CACHE for the session: the tiny policy's warm start is built once, for
+    every RLVR job test module."""
+    path = tmp_path_factory.mktemp("sweeper_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWEEPER_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def runner(cache_dir: Path) -> Any:
+    """One warm JobRunner (sweeper.rl.job) shared by the RLVR job tests."""
+    from sweeper.rl.job import JobRunner
+
+    return JobRunner(cache_dir=cache_dir)
+
+
 @pytest.fixture(scope="module")
 def loopback_cluster() -> Iterator[LoopbackCluster]:
     """A head + two 2-GPU (logical) worker nodes on 127.0.0.1 with token auth; one per module."""

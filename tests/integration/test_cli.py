@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.recipe import load_recipe
+from sweeper.config.loader import load_recipe
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "synthetic_grid.yaml")
 FAST = ["--set", "job.step_seconds=0", "--set", "job.steps=6", "--set", "job.eval.every=2"]

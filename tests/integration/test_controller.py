@@ -3,6 +3,7 @@ errors, worker death and retries, stop and resume."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -13,9 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweeper.config.loader import load_recipe
 from sweeper.controller import Controller
+from sweeper.controller.pool import WorkerPool
 from sweeper.rank import rank_sweep
-from sweeper.recipe import load_recipe
 from sweeper.store import SweepStore, manifest
 from sweeper.sweeps import request_stop, resume_sweep
 
@@ -222,5 +224,47 @@ def test_job_that_fits_no_node(local_ray, tmp_path: Path) -> None:
     assert store.read_trials().empty  # refused before any trial started
     # A cluster that may autoscale gets one pending worker, which asks it for a node.
     recipe, _ = load_recipe(path)
-    elastic = Controller(recipe, store, fixed_size=False)
-    assert elastic._capacity() == 1
+    elastic = WorkerPool(recipe.run.resources, recipe.search.max_concurrent, fixed_size=False)
+    assert elastic.capacity() == 1
+
+
+def test_resume_finishes_an_unmeasured_objective_as_fail_in_both_places(
+    local_ray, tmp_path: Path
+) -> None:
+    """A controller killed after every seed of two trials finished, before telling Optuna: one
+    trial's objective was measured, the other's never was. Resume finishes both through the one
+    finish path, so trials.parquet and the study agree on every trial's state and value."""
+    from sweeper.search import Search, storage_url
+
+    path = synthetic_recipe(tmp_path, space={"loss.eps_low": [0.1, 0.2]})
+    recipe, text = load_recipe(path)
+    store = SweepStore.create(recipe.run.storage, recipe.name, text, recipe.resolved(), manifest())
+    search = Search.create_or_load(recipe, storage_url(recipe, store), recipe.name)
+    asked = [search.ask(), search.ask()]
+    search.close()
+    runs, trials = [], []
+    for (number, params), measured in zip(asked, (True, False), strict=True):
+        trials.append({"trial": number, "state": "RUNNING", **params, "seeds": [0, 1]})
+        for seed in (0, 1):
+            value = 0.5 + 0.1 * seed if measured else float("nan")
+            store.append_trace(number, seed, 1, [{"step": s, "mean_at_n": value} for s in range(3)])
+            runs.append({"trial": number, "seed": seed, "attempt": 1, "state": "COMPLETE"})
+    store.write_runs(runs)
+    store.write_trials(trials, recipe.param_keys())
+
+    Controller(recipe, store).run(resume=True)
+
+    on_disk = store.read_trials().set_index("trial")
+    study = {t["number"]: t for t in Search.create_or_load(
+        recipe, storage_url(recipe, store), recipe.name
+    ).trials()}  # fmt: skip
+    assert set(on_disk.index) == set(study)
+    for number, row in on_disk.iterrows():
+        assert row["state"] == study[number]["state"]
+        told = study[number]["value"]
+        assert (math.isnan(row["value"]) and told is None) or row["value"] == pytest.approx(told)
+    (good, _), (bad, _) = asked
+    assert on_disk.loc[good, "state"] == "COMPLETE"
+    assert on_disk.loc[good, "value"] == pytest.approx(0.55)
+    assert on_disk.loc[bad, "state"] == "FAIL"
+    assert "never measured" in on_disk.loc[bad, "error"]

@@ -424,15 +424,12 @@ def test_dashboard_bad_input_exits_2(finished_sweep: Path, tmp_path: Path) -> No
 def test_dashboard_reads_a_sweep_on_s3(moto_s3: str) -> None:
     from sweeper.dashboard import views
     from sweeper.dashboard.data import SweepData
-    from tests.unit.test_dashboard_data import write_samples
     from tests.unit.test_store import build_sweep
 
     store = build_sweep("s3://bucket/sweeps")  # type: ignore[arg-type]
     assert store.uri == "s3://bucket/sweeps/demo"
-    write_samples(store, "t000001-s0-a1-p00000.parquet", [
-        {"trial": 1, "seed": 0, "attempt": 2, "step": 10, "prompt": "1+2=", "response": "3",
-         "reward": 1.0, "correct": True},
-    ])  # fmt: skip
+    sample = {"prompt": "1+2=", "response": "3", "reward": 1.0, "correct": True}
+    store.append_samples(1, 0, 2, 10, [sample])
     snap = SweepData(store).snapshot()
     o = views.overview(snap)
     assert [r["trial"] for r in o["ranking"]["rows"]] == [1, 2, 0, 3]

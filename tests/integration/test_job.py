@@ -13,7 +13,7 @@ import torch
 import sweeper.rl.job as job_module
 from sweeper.config.job import RLVRJob
 from sweeper.errors import InputError
-from sweeper.rl.job import JobRunner, NonFiniteLossError, row_keys, run_job
+from sweeper.rl.job import NonFiniteLossError, row_keys, run_job
 from sweeper.rl.losses import LossOutput
 from sweeper.rl.metrics import token_logprobs_and_entropy
 from sweeper.rl.policy import CharTokenizer, greedy_accuracy, load_base_policy
@@ -31,20 +31,6 @@ SMALL = {
     "eval": {"every": 3, "prompts": 8, "samples": 4, "ks": [1, 4]},
 }
 TIMING = {"time_generate_s", "time_old_logp_s", "time_update_s", "tokens_per_s", "time_eval_s"}
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """A private SWEEPER_CACHE for the session: the warm start is built once, here."""
-    path = tmp_path_factory.mktemp("sweeper_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SWEEPER_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="session")
-def runner(cache_dir) -> JobRunner:
-    return JobRunner(cache_dir=cache_dir)
 
 
 def _same(a: float, b: float) -> bool:
@@ -126,7 +112,7 @@ def test_entropy_matches_direct_recomputation(runner) -> None:
     batch = HFEngine(model, tok.eos_id, tok.pad_id).generate(
         prompts, n=3, temperature=1.3, max_new_tokens=5, generator=torch.Generator().manual_seed(0)
     )
-    logp, entropy = job_module._logp_and_entropy(model, batch, temperature=1.3)
+    logp, entropy = job_module.logp_and_entropy(model, batch, temperature=1.3)
     for i in range(batch.size):
         prompt = prompts[i // 3]
         n = int(batch.response_lengths()[i])

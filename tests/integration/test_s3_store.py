@@ -15,10 +15,10 @@ import yaml
 pytest.importorskip("moto.server", reason="moto[server] not installed")
 boto3 = pytest.importorskip("boto3")
 
+from sweeper.config.recipe import Recipe  # noqa: E402
 from sweeper.errors import InputError  # noqa: E402
 from sweeper.export import export_best  # noqa: E402
 from sweeper.rank import rank_sweep  # noqa: E402
-from sweeper.recipe import Recipe  # noqa: E402
 from sweeper.report import write_report  # noqa: E402
 from sweeper.store import SweepStore, manifest  # noqa: E402
 from tests.unit.test_store import RECIPE_TEXT, TRIALS, trace_rows  # noqa: E402

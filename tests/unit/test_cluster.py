@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from sweeper.cluster import (
+from sweeper.config.cluster import (
     ClusterConfig,
     address_kind,
     default_local_cluster,
-    load_cluster,
     resolve_resources,
     resolve_storage,
 )
+from sweeper.config.loader import load_cluster
+from sweeper.config.recipe import Recipe, ResourcesConfig
 from sweeper.errors import InputError
-from sweeper.recipe import Recipe, ResourcesConfig
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -138,7 +139,7 @@ def test_resolve_storage_order() -> None:
     cluster = ClusterConfig(name="c", kind="ray", address="h:6379", storage="s3://b/s")
     plain = Recipe.model_validate({"name": "r"})
     own = Recipe.model_validate({"name": "r", "run": {"storage": "/data/sweeps"}})
-    assert resolve_storage(plain, None) == "sweeps"
+    assert resolve_storage(plain, None) == os.path.abspath("sweeps")  # made absolute here
     assert resolve_storage(plain, cluster) == "s3://b/s"
     assert resolve_storage(own, cluster) == "/data/sweeps"
     assert resolve_storage(own, cluster, cli_storage="/tmp/x") == "/tmp/x"

@@ -1,19 +1,17 @@
 """The dashboard's data layer: seed bands, final values, Pareto front, grid matrix, ETA,
-intervals, importance, samples, and the incremental trace reader against the store's."""
+intervals, importance, and the incremental trace reader against the store's."""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+from sweeper.config.space import GridParam, UniformParam
 from sweeper.dashboard.data import (
     SweepData,
     curve_metrics,
@@ -23,13 +21,11 @@ from sweeper.dashboard.data import (
     grid_matrix,
     param_importance,
     pareto_front,
-    read_samples,
     seed_bands,
     trials_done,
     value_interval,
 )
 from sweeper.rank import rank_sweep
-from sweeper.space import GridParam, UniformParam
 from sweeper.store import SweepStore
 from tests.unit.test_store import build_sweep, trace_rows
 
@@ -249,25 +245,18 @@ def test_refresh_reads_only_new_parts(tmp_path: Path, monkeypatch: pytest.Monkey
     assert rows["mean_at_n"].tolist()[0] == pytest.approx(0.9 - 0.2)
 
 
-def write_samples(store: SweepStore, name: str, rows: list[dict]) -> None:
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buf)
-    store.write_bytes(f"samples/{name}", buf.getvalue())
+def test_trial_view_shows_the_samples_the_store_logged(tmp_path: Path) -> None:
+    from sweeper.dashboard import views
 
-
-def test_read_samples_by_trial(tmp_path: Path) -> None:
     store = build_sweep(tmp_path)
-    assert read_samples(store).empty  # no samples/ dir: none
-    row = {"seed": 0, "attempt": 1, "prompt": "1+2=", "reward": 1.0, "correct": True}
-    write_samples(store, "t000001-s0-a1-p00000.parquet", [{"trial": 1, "step": 5, **row}])
-    write_samples(
-        store,
-        "t000001-s0-a1-p00001.parquet",
-        [{"trial": 1, "step": 0, **row, "response": "3"}],  # a later part with one more column
-    )
-    write_samples(store, "t000002-s0-a1-p00000.parquet", [{"trial": 2, "step": 0, **row}])
-    store.write_bytes("samples/.t000002-s0-a1-p00001.parquet.tmp-x", b"half-written")
-    one = read_samples(store, trial=1)
-    assert one["step"].tolist() == [0, 5]  # sorted by the keys
-    assert one["response"].tolist()[0] == "3" and pd.isna(one["response"].tolist()[1])
-    assert sorted(read_samples(store)["trial"].tolist()) == [1, 1, 2]
+    sample = {"prompt": "1+2=", "response": "3", "reward": 1.0, "correct": True}
+    store.append_samples(1, 0, 2, 10, [sample, {**sample, "response": "4", "correct": False}])
+    store.append_samples(1, 0, 2, 0, [sample])
+    store.append_samples(2, 0, 1, 0, [sample])
+    snap = SweepData(store).snapshot()
+    table = views.trial_view(snap, 1)["samples"]
+    assert table["total"] == 3
+    assert table["columns"][:3] == ["step", "seed", "attempt"]
+    assert [r[0] for r in table["rows"]] == ["10", "10", "0"]  # latest step first
+    assert "4" in table["rows"][1] and "false" in table["rows"][1]
+    assert views.trial_view(snap, 0)["samples"]["total"] == 0

@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import pytest
 import yaml
 
+from sweeper.config.recipe import Recipe
 from sweeper.dashboard import views
 from sweeper.dashboard.data import SweepData
-from sweeper.recipe import Recipe
 from sweeper.store import SweepStore, manifest
 from sweeper.synthetic import run_synthetic
 from tests.unit.test_store import build_sweep

@@ -12,9 +12,9 @@ import yaml
 from pydantic import TypeAdapter
 
 from sweeper.config.job import JobConfig
+from sweeper.config.recipe import Recipe
 from sweeper.errors import InputError
 from sweeper.export import VERL_NO_DUAL_CLIP, apply_params, export_best, trl_kwargs, verl_overrides
-from sweeper.recipe import Recipe
 from sweeper.store import SweepStore
 from tests.unit.test_store import RECIPE_TEXT, build_sweep
 
@@ -205,7 +205,7 @@ def test_trl_kwargs_are_accepted_by_grpoconfig(tmp_path: Path) -> None:
     for loss in ({"kind": "ppo_clip", "eps_high": math.inf}, {"kind": "gspo"},
                  {"kind": "ppo_clip", "dual_clip_c": 3.0, "agg": "seq-mean-token-sum-norm"}):  # fmt: skip
         kw = trl_kwargs(job(loss))
-        cfg = trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, **kw)
+        cfg = trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True, **{**kw, "bf16": False})
         assert cfg.loss_type == kw["loss_type"] and cfg.epsilon_high == kw["epsilon_high"]
 
 

@@ -13,15 +13,18 @@ import math
 import pytest
 import torch
 
-from sweeper.config.loss import LOSS_PARAMS, PPOClipLoss
+from sweeper.config.loss import AGGREGATIONS, LOSS_PARAMS, PPOClipLoss
 from sweeper.errors import InputError
 from sweeper.rl.losses import (
     METRIC_KEYS,
     POLICY_LOSSES,
     LossConfig,
     LossOutput,
+    LossTotals,
     aggregate,
     get_policy_loss,
+    needs_current_logp,
+    plan_mini_batch,
     policy_loss,
     register,
 )
@@ -739,3 +742,87 @@ def test_gspo_clips_high_on_the_sequence_ratio() -> None:
     assert out.loss.item() == _approx(-1.15)
     assert torch.equal(g, torch.zeros(1, 2))
     assert out.metrics["clip_high_frac"] == 1.0
+
+
+# --------------------------------------------------------------------------- micro-batching
+
+# Settings under which every mechanism acts on _random_batch(scale=0.6): clipping, dual clip,
+# rescue draws, covariance selection (wide bounds, large ratio), GPPO's clipped gradient.
+ACTIVE = {
+    "ppo_clip": {"eps_low": 0.2, "eps_high": 0.28, "dual_clip_c": 1.5},
+    "nsr": {"rescue_prob": 0.5, "rescue_margin": 0.5},
+    "clip_cov": {"cov_ratio": 0.2, "cov_lb": -100.0, "cov_ub": 100.0},
+    "kl_cov": {"cov_ratio": 0.2, "kl_coef": 0.5},
+    "gppo": {"beta_low": 0.5, "beta_high": 2.0},
+    "gspo": {"eps_low": 0.05, "eps_high": 0.05},
+}
+PARTS = [slice(0, 2), slice(2, 5), slice(5, 6)]  # uneven micro-batches of a 6-row mini-batch
+
+
+MICRO_CASES = [(k, a) for k in ALL_KINDS if k != "gspo" for a in AGGREGATIONS] + [
+    ("gspo", "seq-mean-token-mean")  # gspo always aggregates seq-mean-token-mean
+]
+
+
+@pytest.mark.parametrize(("kind", "agg"), MICRO_CASES)
+def test_micro_batches_sum_to_the_unsplit_loss_gradient_and_metrics(kind: str, agg: str) -> None:
+    """policy_loss over the parts of a mini-batch, with the mini-batch's plan, adds up to the
+    unsplit call: loss, d loss/d logp and every metric (gspo ignores agg)."""
+    cfg = {"kind": kind, **ACTIVE[kind], **({} if kind == "gspo" else {"agg": agg})}
+    logp, old, adv, mask = _random_batch(5, b=6, t=9, scale=0.6)
+    full, g_full = _run_logp(cfg, logp, old, adv, mask, norm_len=12, generator=_gen(3))
+
+    leaf = logp.detach().clone().requires_grad_(True)
+    plan = plan_mini_batch(old, adv, mask, cfg, logp=leaf.detach(), norm_len=12, generator=_gen(3))
+    loss, metrics = 0.0, dict.fromkeys(METRIC_KEYS, 0.0)
+    for rows in PARTS:
+        out = policy_loss(
+            leaf[rows], old[rows], adv[rows], mask[rows], cfg, norm_len=12, **plan.part(rows)
+        )
+        out.loss.backward()
+        loss += out.loss.item()
+        for key in METRIC_KEYS:
+            metrics[key] += out.metrics[key]
+    assert loss == pytest.approx(full.loss.item(), rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(leaf.grad, g_full, atol=1e-7, rtol=1e-6)
+    for key in METRIC_KEYS:
+        assert metrics[key] == pytest.approx(full.metrics[key], rel=1e-6, abs=1e-9), key
+    # The settings make the mechanism of each kind act (the equality is not vacuous).
+    acting = {
+        "ppo_clip": "dual_clip_frac",
+        "nsr": "rescued_frac",
+        "clip_cov": "cov_selected_frac",
+        "kl_cov": "cov_selected_frac",
+        "gppo": "clip_low_frac",
+        "gspo": "clip_low_frac",
+    }[kind]
+    assert full.metrics[acting] > 0.0
+
+
+def test_plan_of_a_covariance_kind_needs_the_current_logp() -> None:
+    logp, old, adv, mask = _random_batch(0)
+    assert needs_current_logp({"kind": "clip_cov"}) and needs_current_logp({"kind": "kl_cov"})
+    assert not any(needs_current_logp({"kind": k}) for k in ("ppo_clip", "nsr", "gppo", "gspo"))
+    with pytest.raises(ValueError, match="logp"):
+        plan_mini_batch(old, adv, mask, {"kind": "kl_cov"})
+    # A kind that draws advances the generator exactly as the unsplit call does.
+    g1, g2 = _gen(7), _gen(7)
+    plan_mini_batch(old, adv, mask, {"kind": "nsr"}, generator=g1)
+    policy_loss(logp, old, adv, mask, {"kind": "nsr"}, generator=g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_totals_replace_the_denominators_by_hand() -> None:
+    per_token = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert LossTotals.of(mask) == LossTotals(n_tokens=3, n_seqs=2, n_rows=2)
+    mini = LossTotals(n_tokens=10, n_seqs=5, n_rows=8)  # the whole mini-batch's
+    assert aggregate(per_token, mask, "token-mean", totals=mini).item() == pytest.approx(6 / 10)
+    assert aggregate(per_token, mask, "seq-mean-token-mean", totals=mini).item() == pytest.approx(
+        (1.5 + 3.0) / 5
+    )
+    assert aggregate(per_token, mask, "seq-mean-token-sum", totals=mini).item() == pytest.approx(
+        6 / 5
+    )
+    norm = aggregate(per_token, mask, "seq-mean-token-sum-norm", 4, totals=mini).item()
+    assert norm == pytest.approx(6 / (8 * 4))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sweeper.config.recipe import ObjectiveConfig
 from sweeper.rank import rank, rank_sweep, scope_value, seed_values, trial_value
-from sweeper.recipe import ObjectiveConfig
 from tests.unit.test_store import build_sweep
 
 NAN, INF = math.nan, math.inf

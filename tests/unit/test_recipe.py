@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.config.files import validate_path
+from sweeper.config.loader import load_recipe, parse_override
+from sweeper.config.recipe import Recipe
 from sweeper.errors import InputError
-from sweeper.recipe import Recipe, load_recipe, parse_override, validate_path
 
 BASE = """\
 name: t
@@ -190,6 +192,39 @@ def test_clip_params_refused_when_updates_are_on_policy(tmp_path: Path) -> None:
     assert recipe.param_keys() == ["lr"]
 
 
+@pytest.mark.parametrize(
+    ("loss", "key", "refused"),
+    [
+        ("{kind: nsr}", "loss.rescue_prob=[0.2, 0.8]", True),
+        ("{kind: nsr}", "loss.rescue_sides=[low, high]", True),
+        ("{kind: gppo}", "loss.beta_high=[0.5, 1.0]", True),
+        ("{kind: kl_cov}", "loss.kl_coef=[0.5, 1.0]", True),
+        ("{kind: clip_cov}", "loss.cov_ratio=[0.001, 0.01]", False),  # detaching acts at r = 1
+        ("{kind: ppo_clip}", "loss.agg=[token-mean, seq-mean-token-mean]", False),
+    ],
+)
+def test_on_policy_check_reads_the_loss_kinds_declarations(
+    tmp_path: Path, loss: str, key: str, refused: bool
+) -> None:
+    from sweeper.config.loss import LOSS_PARAMS
+
+    overrides = [
+        "job.mini_batches=1",
+        f"job.loss={loss}",
+        "space.loss.eps_low=null",
+        "space.loss.eps_high=null",
+        f"space.{key}",
+    ]
+    name = key.split("=")[0].removeprefix("loss.")
+    kind = loss.strip("{}").split(": ")[1]
+    assert (name in LOSS_PARAMS[kind].off_policy_params()) is refused
+    if refused:
+        assert "every update is on-policy" in error_of(write(tmp_path, BASE), overrides)
+    else:
+        recipe, _ = load_recipe(write(tmp_path, BASE), overrides)
+        assert recipe.param_keys() == [key.split("=")[0]]
+
+
 def test_pruner_with_grid_is_allowed(tmp_path: Path) -> None:
     recipe, _ = load_recipe(write(tmp_path, BASE), ["search.pruner={kind: median}"])
     assert recipe.search.kind == "grid" and recipe.search.pruner.kind == "median"
@@ -266,7 +301,7 @@ def test_validate_path_plain_shell_script_is_not_ours(tmp_path: Path) -> None:
 
 def test_recipe_modules_do_not_import_torch() -> None:
     code = (
-        "import sys; import sweeper.recipe, sweeper.space, sweeper.search, sweeper.cluster; "
+        "import sys; import sweeper.config, sweeper.search; "
         "bad = [m for m in ('torch', 'sweeper.rl', 'optuna', 'ray') if m in sys.modules]; "
         "assert not bad, bad"
     )

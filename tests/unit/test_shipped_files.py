@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cluster import load_cluster
-from sweeper.recipe import load_recipe, validate_path
+from sweeper.config.files import validate_path
+from sweeper.config.loader import load_cluster, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from sweeper.errors import InputError
-from sweeper.recipe import Recipe
-from sweeper.search import Search, default_storage_url, make_storage
-from sweeper.space import (
+from sweeper.config.recipe import Recipe
+from sweeper.config.space import (
     ChoiceParam,
     GridParam,
     IntParam,
@@ -22,8 +20,10 @@ from sweeper.space import (
     expand_grid,
     grid_size,
     normalize_inf,
-    optuna_distribution,
 )
+from sweeper.errors import InputError
+from sweeper.search import Search, default_storage_url, make_storage
+from sweeper.search.distributions import optuna_distribution
 
 # --------------------------------------------------------------------------- space
 

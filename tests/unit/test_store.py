@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import sweeper.store as store_mod
+import sweeper.storage as store_mod
+from sweeper.config.recipe import Recipe
 from sweeper.errors import InputError
-from sweeper.recipe import Recipe
-from sweeper.store import SweepStore, decode_param, manifest
+from sweeper.store import SAMPLE_COLUMNS, SweepStore, decode_param, manifest
 
 RECIPE_TEXT = """\
 # demo sweep for the tests
@@ -362,7 +362,7 @@ def test_manifest_does_not_import_torch() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert SweepStore.manifest()["versions"]["python"]
+    assert manifest()["versions"]["python"]
     sha = manifest()["git_sha"]
     assert sha is None or len(sha) == 40
 
@@ -372,3 +372,71 @@ def test_read_json_of_a_missing_file_is_none(tmp_path: Path) -> None:
     assert s.read_json("control.json") is None
     s.write_json("control.json", {"stop": True})
     assert s.read_json("control.json") == {"schema_version": 1, "stop": True}
+
+
+# --------------------------------------------------------------------------- eval samples
+
+
+def _samples(n: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "sample": i,
+            "prompt": f"{i}+1=",
+            "response": f"{tag}{i}",
+            "reward": float(i % 2),
+            "correct": i % 2 == 1,
+        }
+        for i in range(n)
+    ]
+
+
+def test_samples_roundtrip_filters_and_layout(tmp_path: Path) -> None:
+    s = build_sweep(tmp_path)
+    assert list(s.read_samples().columns) == list(SAMPLE_COLUMNS)
+    assert s.read_samples().empty
+    s.append_samples(1, 0, 1, 10, _samples(3, "b"))
+    s.append_samples(0, 1, 2, 0, _samples(2, "a"))
+    s.append_samples(0, 1, 2, 10, _samples(2, "c"))
+    s.append_samples(0, 1, 2, 20, [])  # nothing to write
+    names = sorted(p.name for p in (tmp_path / "demo" / "samples").iterdir())
+    assert names == [
+        "t000000-s1-a2-step000000.parquet",
+        "t000000-s1-a2-step000010.parquet",
+        "t000001-s0-a1-step000010.parquet",
+    ]
+    df = s.read_samples()
+    assert list(df.columns) == list(SAMPLE_COLUMNS)
+    assert df[["trial", "step", "sample"]].values.tolist() == [
+        [0, 0, 0], [0, 0, 1], [0, 10, 0], [0, 10, 1], [1, 10, 0], [1, 10, 1], [1, 10, 2],
+    ]  # fmt: skip
+    assert df["response"].tolist()[:3] == ["a0", "a1", "c0"]
+    assert df["correct"].tolist()[:2] == [False, True] and df["reward"].dtype == "float64"
+    assert s.read_samples(trial=1)["response"].tolist() == ["b0", "b1", "b2"]
+    assert s.read_samples(step=10)["trial"].tolist() == [0, 0, 1, 1, 1]
+    assert s.read_samples(trial=0, step=0)["response"].tolist() == ["a0", "a1"]
+    assert s.read_samples(trial=7).empty
+    # Plain pyarrow reads them too, with the schema version.
+    table = pq.read_table(tmp_path / "demo" / "samples" / names[0])
+    assert table.schema.metadata[b"sweeper.schema_version"] == b"1"
+    # Traces are untouched by samples.
+    assert "response" not in s.read_traces(completed_only=False).columns
+
+
+def test_samples_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = build_sweep(tmp_path)
+    s.append_samples(0, 0, 1, 0, _samples(2, "ok"))
+
+    def half_then_crash(path: Path, data: bytes) -> None:
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_mod, "_write_file", half_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        s.append_samples(0, 0, 1, 5, _samples(2, "lost"))
+    monkeypatch.undo()
+    assert not [p for p in all_files(tmp_path) if p.name.startswith(".")]
+    assert s.read_samples()["response"].tolist() == ["ok0", "ok1"]  # the half file never shows
+    with pytest.raises(ValueError, match="response"):
+        s.append_samples(0, 0, 1, 6, [{"prompt": "p", "reward": 1.0, "correct": True}])
+    assert len(list((tmp_path / "demo" / "samples").iterdir())) == 1

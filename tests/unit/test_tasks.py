@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -22,6 +23,7 @@ from sweeper.rl.tasks import (
     extract_answer_number,
     last_number,
     make_task,
+    math_verify_match,
     numbers_match,
     tokenizer_alphabet,
 )
@@ -186,6 +188,72 @@ def test_parquet_file_custom_keys(tmp_path) -> None:
     assert answers <= {"-2.5", "7", "1"} and "1" in answers
     neg = Problem(prompt="x", answer="-2.5")
     assert task.correct(neg, "it is -2.5") and not task.correct(neg, "it is 2.5")
+
+
+# --------------------------------------------------------------------------- math-verify
+
+
+@pytest.mark.parametrize(
+    ("reference", "response", "expected"),
+    [
+        ("0.5", "$\\frac{1}{2}$", True),  # LaTeX fraction for a decimal
+        ("0.5", "so the answer is \\boxed{\\frac{1}{2}}", True),
+        ("\\frac{1}{2}", "It is 0.5", True),  # and the other way round
+        ("3", "2", False),
+        ("3", "The answer is 2.", False),
+        ("3", "I get 3", True),
+        ("1,234", "1234", True),
+        ("\\sqrt{2}", "$2^{1/2}$", True),  # symbolic equality
+        ("x^2 + 2x + 1", "$(x+1)^2$", True),
+        ("7", "no idea", False),
+    ],
+)
+def test_math_verify_match(reference: str, response: str, expected: bool) -> None:
+    assert math_verify_match(reference, response) is expected
+
+
+def test_math_verify_file_task_gsm8k_and_math_rows(tmp_path) -> None:
+    rows = [
+        {"question": "Half of one?", "answer": "\\frac{1}{2}"},  # MATH-style LaTeX answer
+        {"question": "Clips?", "answer": "48 + 24 = 72\n#### 72"},  # GSM8K-style
+        *({"question": f"q{i}", "answer": str(i)} for i in range(8)),
+    ]
+    path = tmp_path / "math.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    task = make_task(FileTask(path=str(path), verifier="math_verify", eval_fraction=0.5))
+    problems = {p.prompt: p for p in task.eval_problems(10) + task.train_problems(
+        random.Random(0), 200)}  # fmt: skip
+    half, clips = problems["Question: Half of one?\nAnswer:"], problems["Question: Clips?\nAnswer:"]
+    assert half.answer == "\\frac{1}{2}" and clips.answer == "72"
+    assert task.correct(half, "The answer is $0.5$") and task.reward(half, "\\boxed{1/2}") == 1.0
+    assert not task.correct(half, "$\\frac{1}{3}$")
+    assert task.correct(clips, "She sold 72 clips.") and not task.correct(clips, "71")
+    # The numeric verifier reads the same file differently: "\frac{1}{2}" has numbers 1 and 2.
+    numeric = make_task(FileTask(path=str(path), eval_fraction=0.5))
+    numeric_half = next(p for p in numeric.eval_problems(10) + numeric.train_problems(
+        random.Random(0), 200) if p.prompt == half.prompt)  # fmt: skip
+    assert not numeric.correct(numeric_half, "The answer is 0.5")
+
+
+def test_math_verify_works_off_the_main_thread() -> None:
+    """A Ray actor runs jobs in a worker thread, where math-verify's signal timeout cannot be
+    used: the verifier still answers there."""
+    results: list[bool] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(
+            [math_verify_match("0.5", "$\\frac{1}{2}$"), math_verify_match("3", "2")]
+        )
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert results == [True, False]
+
+
+def test_math_verify_row_without_an_answer_is_input_error(tmp_path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "#### "}) + "\n")
+    with pytest.raises(InputError, match="math-verify finds no answer"):
+        make_task(FileTask(path=str(path), verifier="math_verify"))
 
 
 def test_missing_file_names_path(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The search: one Optuna study per sweep, driven by ask/tell (DESIGN §4).
+"""The sweep's Optuna study, driven by ask / report / tell by trial number (DESIGN §4).
 
 Both search kinds go through the same study, so resume and ``optuna-dashboard <storage>`` work
 for both:
@@ -21,24 +21,24 @@ package; a missing one is an ``InputError`` naming it.)
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
+from sweeper.config.space import expand_grid
 from sweeper.errors import InputError
-from sweeper.space import expand_grid, suggest
+from sweeper.search.distributions import suggest
+from sweeper.search.pruners import make_pruner
+from sweeper.search.samplers import make_sampler
+from sweeper.store import SweepStore
 
 if TYPE_CHECKING:
     import optuna
 
-    from sweeper.recipe import PrunerConfig, Recipe
+    from sweeper.config.recipe import Recipe
 
 TellState = Literal["COMPLETE", "PRUNED", "FAIL"]
-
-STORAGE_FILE = "optuna.db"
-"""Name of the default SQLite study file inside a sweep dir."""
 
 # Study / trial user attributes sweeper writes (visible in optuna-dashboard).
 ATTR_GRID_ENQUEUED = "sweeper_grid_enqueued"
@@ -50,10 +50,24 @@ ATTR_ERROR = "error"
 ATTR_PRUNED_VALUE = "sweeper_value_at_prune"
 
 
+def storage_url(recipe: Recipe, store: SweepStore) -> str:
+    """The study's SQLAlchemy URL: ``run.optuna_storage`` when set, else the SQLite file of a
+    local sweep dir. ``InputError`` for a remote sweep dir without ``run.optuna_storage``
+    (SQLite needs a real file system). ``store`` need not exist yet."""
+    if recipe.run.optuna_storage:
+        return recipe.run.optuna_storage
+    path = store.optuna_sqlite_path()
+    if path is None:
+        raise InputError(
+            f"storage {store.uri}: a remote sweep dir needs run.optuna_storage (an SQLAlchemy "
+            "URL, e.g. postgresql://... or sqlite:////shared/disk/optuna.db)"
+        )
+    return f"sqlite:///{path}"
+
+
 def default_storage_url(sweep_dir: str) -> str:
-    """``sqlite:///<sweep_dir>/optuna.db`` (absolute). Only for a local sweep dir: SQLite needs
-    a real file system, so a sweep on s3:// needs ``run.optuna_storage`` (e.g. PostgreSQL)."""
-    return "sqlite:///" + os.path.join(os.path.abspath(sweep_dir), STORAGE_FILE)
+    """``sqlite:///<sweep_dir>/optuna.db`` (absolute), for a local sweep dir."""
+    return f"sqlite:///{SweepStore(sweep_dir).optuna_sqlite_path()}"
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -78,61 +92,6 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as err:  # bad URL, missing driver, unreachable server
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"optuna storage {url!r}: {first}") from None
-
-
-def _need(module: str, sampler: str, hint: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise InputError(f"search.sampler: {sampler} needs the `{module}` package ({hint})")
-
-
-def make_sampler(recipe: Recipe) -> optuna.samplers.BaseSampler:
-    """The sampler for ``search.sampler``, seeded by ``search.sampler_seed``. A grid search gets
-    a RandomSampler that is never consulted: every grid trial's params are fixed by enqueue."""
-    import optuna
-
-    search = recipe.search
-    seed = search.sampler_seed
-    if search.kind == "grid":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if search.sampler == "cmaes":
-        _need("cmaes", "cmaes", "pip install cmaes")
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    if search.sampler == "gp":
-        _need("scipy", "gp", "pip install scipy; it also needs torch")
-        _need("torch", "gp", "GPSampler runs on torch")
-        return optuna.samplers.GPSampler(seed=seed)
-    if search.sampler == "qmc":
-        _need("scipy", "qmc", "pip install scipy")
-        return optuna.samplers.QMCSampler(seed=seed)
-    raise InputError(f"search.sampler: unknown sampler {search.sampler!r}")
-
-
-def make_pruner(pruner: PrunerConfig | None, max_steps: int) -> optuna.pruners.BasePruner:
-    """The Optuna pruner for ``search.pruner`` (None or kind none: never prune). Steps are the
-    job's training steps at which evals report; Hyperband's max resource is the job's steps."""
-    import optuna
-
-    if pruner is None or pruner.kind == "none":
-        return optuna.pruners.NopPruner()
-    if pruner.kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=pruner.n_startup_trials, n_warmup_steps=pruner.n_warmup_steps
-        )
-    if pruner.kind == "percentile":
-        return optuna.pruners.PercentilePruner(
-            pruner.percentile,
-            n_startup_trials=pruner.n_startup_trials,
-            n_warmup_steps=pruner.n_warmup_steps,
-        )
-    if pruner.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto")
-    if pruner.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_steps, 1))
-    raise InputError(f"search.pruner.kind: unknown pruner {pruner.kind!r}")
 
 
 def _point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -170,7 +129,7 @@ class Search:
             storage=storage,
             study_name=study_name,
             direction=direction,
-            sampler=make_sampler(recipe),
+            sampler=make_sampler(recipe.search),
             pruner=make_pruner(recipe.search.pruner, recipe.job.steps),
             load_if_exists=True,
         )
@@ -356,13 +315,3 @@ class Search:
             return waiting
         # Reruns waiting are inside the budget (their FAIL marks do not count).
         return max(int(self.recipe.search.n_trials or 0) - self.n_counted(), waiting)
-
-
-__all__ = [
-    "STORAGE_FILE",
-    "Search",
-    "default_storage_url",
-    "make_pruner",
-    "make_sampler",
-    "make_storage",
-]

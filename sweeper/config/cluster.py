@@ -31,10 +31,9 @@ import os
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sweeper.errors import InputError
-from sweeper.recipe import Recipe, ResourcesConfig, explain_validation_error, read_mapping
+from sweeper.config.recipe import Recipe, ResourcesConfig
 
 # ray://host:port, http(s)://host[:port][/path], or bare host:port (GCS). Host: a name, IPv4 or
 # [IPv6].
@@ -45,6 +44,10 @@ _ADDRESS_FORMS: dict[str, re.Pattern[str]] = {
     "jobs": re.compile(rf"^https?://{_HOST}(?::{_PORT})?(?:/[^\s]*)?$"),
     "gcs": re.compile(rf"^{_HOST}:{_PORT}$"),
 }
+
+DEFAULT_TOKEN_ENV = "RAY_AUTH_TOKEN"
+"""The environment variable holding a Ray cluster's auth token, unless a cluster file names
+another (``auth_token_env``)."""
 
 _LOCAL_ONLY = ("num_cpus", "num_gpus", "temp_dir")
 _RAY_ONLY = ("address", "runtime_env", "auth_token_env")
@@ -88,7 +91,7 @@ class ClusterConfig(BaseModel):
         default_factory=dict, description="ray: Ray runtime_env for the controller and workers."
     )
     auth_token_env: str = Field(
-        "RAY_AUTH_TOKEN",
+        DEFAULT_TOKEN_ENV,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="ray: environment variable holding the cluster's auth token.",
     )
@@ -132,9 +135,7 @@ class ClusterConfig(BaseModel):
 
     def auth_token(self) -> str | None:
         """The Ray auth token from ``auth_token_env`` (None if unset or a local cluster)."""
-        if self.kind != "ray":
-            return None
-        return os.environ.get(self.auth_token_env) or None
+        return read_auth_token(self) if self.kind == "ray" else None
 
     def summary(self) -> str:
         """One line, e.g. ``cluster gpu: ray at http://head:8265 (Jobs API)``."""
@@ -159,21 +160,6 @@ def default_local_cluster() -> ClusterConfig:
     return ClusterConfig(name="local", kind="local")
 
 
-def cluster_from_data(data: dict[str, Any], source: str) -> ClusterConfig:
-    """Validate cluster data; ``InputError`` (one line naming ``source`` and the field)."""
-    try:
-        return ClusterConfig.model_validate(data)
-    except ValidationError as err:
-        raise InputError(explain_validation_error(err, ClusterConfig, source)) from None
-
-
-def load_cluster(path: str) -> ClusterConfig:
-    """Load and validate a cluster file; ``InputError`` on a missing file, bad YAML, unknown
-    key, bad address form, or a field the kind does not use."""
-    data, _ = read_mapping(path, "cluster file")
-    return cluster_from_data(data, path)
-
-
 def resolve_resources(recipe: Recipe | None, cluster: ClusterConfig | None) -> ResourcesConfig:
     """Per-job resources: the recipe's ``run.resources`` if set, else the cluster's, else the
     default (1 CPU, 0 GPUs)."""
@@ -187,12 +173,23 @@ def resolve_resources(recipe: Recipe | None, cluster: ClusterConfig | None) -> R
 def resolve_storage(
     recipe: Recipe, cluster: ClusterConfig | None = None, cli_storage: str | None = None
 ) -> str:
-    """Where the sweep dir goes: ``--storage`` if given, else the recipe's ``run.storage`` when
-    the recipe sets it, else the cluster's ``storage``, else the recipe default (``sweeps``)."""
+    """Where sweep dirs go: ``--storage`` if given, else the recipe's ``run.storage`` when the
+    recipe sets it, else the cluster's ``storage``, else the recipe default (``sweeps``). A
+    relative local path is made absolute here, on the submitting side, so a job's working dir
+    never swallows results."""
     if cli_storage:
-        return cli_storage
-    if "storage" in recipe.run.model_fields_set:
-        return recipe.run.storage
-    if cluster is not None and cluster.storage:
-        return cluster.storage
-    return recipe.run.storage
+        chosen = cli_storage
+    elif "storage" in recipe.run.model_fields_set:
+        chosen = recipe.run.storage
+    elif cluster is not None and cluster.storage:
+        chosen = cluster.storage
+    else:
+        chosen = recipe.run.storage
+    return chosen if "://" in chosen else os.path.abspath(chosen)
+
+
+def read_auth_token(cluster: ClusterConfig | None = None) -> str | None:
+    """The Ray auth token held in the cluster file's ``auth_token_env`` (default
+    ``RAY_AUTH_TOKEN``); None when unset. Never written anywhere by sweeper."""
+    name = cluster.auth_token_env if cluster is not None else DEFAULT_TOKEN_ENV
+    return os.environ.get(name, "").strip() or None

@@ -1,0 +1,363 @@
+"""The trial book: the state machine of a sweep's trials and job attempts.
+
+A trial is one config run over its seeds; each (trial, seed) job runs as one or more attempts (a
+worker that dies gets its job retried as attempt + 1). The book knows every trial and attempt of
+this controller's run, the queue of jobs waiting for a worker, and the one path that finishes a
+trial (:meth:`TrialBook.finish`): record it, stop its other jobs, drop its queued ones, write
+trials.parquet, tell Optuna. The live run and ``resume`` both finish trials through it, so the
+sweep dir and the Optuna study always agree on a trial's state and value.
+
+Crash safety, by ordering: an attempt's rows are flushed (by the caller) before runs.parquet says
+COMPLETE, and a trial is told to Optuna only after its attempts are recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import pandas as pd
+
+from sweeper.config.recipe import Recipe
+from sweeper.controller.writer import SweepWriter, now_iso
+from sweeper.rank import trial_value
+from sweeper.search import Search
+
+log = logging.getLogger("sweeper.controller")
+
+
+class TrialState(str, Enum):
+    """A trial's or an attempt's state, by Optuna's names (the values in the Parquet tables)."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class Attempt:
+    """One job attempt, (trial, seed, attempt): one row of runs.parquet."""
+
+    trial: int
+    seed: int
+    attempt: int
+    run_id: str
+    worker: str = ""
+    node: str = ""
+    state: TrialState = TrialState.RUNNING
+    started_at: str = field(default_factory=now_iso)
+    ended_at: str | None = None
+    error: str | None = None
+    step: int = -1
+    stop_reason: TrialState | None = None
+    """Set when the controller asked the job to stop; its outcome is then this state."""
+    objective: list[tuple[int, float]] = field(default_factory=list)
+    """(step, value) of the objective metric at each step where it was measured."""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "seed": self.seed,
+            "attempt": self.attempt,
+            "state": self.state.value,
+            "worker": self.worker,
+            "node": self.node,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Trial:
+    """One config over its seeds: one row of trials.parquet."""
+
+    number: int
+    params: dict[str, Any]
+    seeds: list[int]
+    state: TrialState = TrialState.RUNNING
+    value: float = math.nan
+    error: str | None = None
+    started_at: str = field(default_factory=now_iso)
+    ended_at: str | None = None
+    seed_state: dict[int, TrialState] = field(default_factory=dict)
+    objective: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    """Per seed, the objective series of its completed attempt."""
+    evals: dict[int, dict[int, float]] = field(default_factory=dict)
+    """step -> seed -> objective value, until every seed reached the step (then reported)."""
+    reported: set[int] = field(default_factory=set)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "trial": self.number,
+            "state": self.state.value,
+            **self.params,
+            "value": self.value,
+            "seeds": list(self.seeds),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "error": self.error,
+        }
+
+
+Job = tuple[int, int, int]
+"""A queued job: (trial, seed, attempt)."""
+
+
+class TrialBook:
+    """Trials, attempts and the job queue of one controller run.
+
+    Args:
+        recipe: the sweep's recipe (seeds, objective, retries).
+        search: the sweep's Optuna study (told when a trial finishes; asked to prune).
+        writer: writes trials.parquet and runs.parquet.
+        stop_jobs: called with the running attempts to stop when their trial finishes early.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        search: Search,
+        writer: SweepWriter,
+        stop_jobs: Callable[[list[Attempt]], None],
+    ) -> None:
+        self.recipe = recipe
+        self.search = search
+        self.writer = writer
+        self.stop_jobs = stop_jobs
+        self.trials: dict[int, Trial] = {}
+        self.attempts: list[Attempt] = []  # every attempt of this run, for runs.parquet
+        self.running: dict[str, Attempt] = {}  # run_id -> attempt in flight
+        self.pending: deque[Job] = deque()
+
+    # ------------------------------------------------------------------ opening and starting
+
+    def open(self, number: int, params: dict[str, Any]) -> None:
+        """A trial asked from the search: queue one job per seed."""
+        seeds = list(self.recipe.search.seeds)
+        self.trials[number] = Trial(
+            number, params, seeds, seed_state=dict.fromkeys(seeds, TrialState.WAITING)
+        )
+        self.pending.extend((number, s, 1) for s in seeds)
+
+    def start(self, job: Job, run_id: str, worker: str, node: str) -> Attempt:
+        """Record a queued job as started on a worker (runs.parquet says RUNNING)."""
+        trial, seed, attempt = job
+        a = Attempt(trial, seed, attempt, run_id, worker=worker, node=node)
+        self.attempts.append(a)
+        self.running[run_id] = a
+        self.trials[trial].seed_state[seed] = TrialState.RUNNING
+        self._write_runs()
+        return a
+
+    # ------------------------------------------------------------------ progress
+
+    def on_row(self, a: Attempt, row: dict[str, Any]) -> None:
+        """A step row of a running attempt: track its step and objective; report a step to the
+        pruner once every seed of the trial has reached it (the mean over seeds is judged)."""
+        step = int(row["step"])
+        a.step = step
+        value = row.get(self.recipe.objective.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        a.objective.append((step, float(value)))
+        t = self.trials[a.trial]
+        if t.state.finished:
+            return
+        t.evals.setdefault(step, {})[a.seed] = float(value)
+        if len(t.evals[step]) == len(t.seeds) and step not in t.reported:
+            t.reported.add(step)
+            mean = sum(t.evals.pop(step).values()) / len(t.seeds)
+            if self.search.report(t.number, step, mean):
+                self.finish(t, TrialState.PRUNED, error=f"pruned at step {step} ({mean:.4g})")
+
+    # ------------------------------------------------------------------ outcomes
+
+    def end(self, a: Attempt, state: str, error: str | None) -> None:
+        """An attempt's job returned (``state`` COMPLETE, STOPPED or FAIL, as the worker says)."""
+        del self.running[a.run_id]
+        t = self.trials[a.trial]
+        if state == "STOPPED" or (state == "COMPLETE" and a.stop_reason is not None):
+            outcome = a.stop_reason or TrialState.FAIL  # we stopped it: its outcome is why
+        else:
+            outcome = TrialState.COMPLETE if state == "COMPLETE" else TrialState.FAIL
+        self._record(a, outcome, error)
+        if outcome is TrialState.COMPLETE:
+            t.seed_state[a.seed] = TrialState.COMPLETE
+            t.objective[a.seed] = a.objective
+            if all(s is TrialState.COMPLETE for s in t.seed_state.values()):
+                self._complete(t, self._series_frame(t))
+        elif outcome is TrialState.FAIL and not t.state.finished:
+            err = f"seed {a.seed}: {error}"
+            log.warning("trial %d failed: %s", t.number, err)
+            self.finish(t, TrialState.FAIL, error=err)
+
+    def died(self, a: Attempt, message: str) -> None:
+        """An attempt's worker died: retry the job on another worker, up to ``max_retries``."""
+        del self.running[a.run_id]
+        self._record(a, TrialState.FAIL, message)
+        t = self.trials[a.trial]
+        if t.state.finished:
+            return
+        if a.attempt <= self.recipe.run.max_retries:
+            log.warning("trial %d seed %d: %s; retrying", a.trial, a.seed, message)
+            t.seed_state[a.seed] = TrialState.WAITING
+            self.pending.appendleft((a.trial, a.seed, a.attempt + 1))
+        else:
+            err = f"seed {a.seed}: {message} ({a.attempt} attempts)"
+            self.finish(t, TrialState.FAIL, error=err)
+
+    def finish(
+        self, t: Trial, state: TrialState, value: float = math.nan, error: str | None = None
+    ) -> None:
+        """Close a trial everywhere -- the one path: record it, stop its other running jobs,
+        drop its queued ones, write trials.parquet, tell Optuna."""
+        t.state, t.value, t.error, t.ended_at = state, value, error, now_iso()
+        others = [a for a in self.running.values() if a.trial == t.number and a.stop_reason is None]
+        for a in others:
+            a.stop_reason = state if state is not TrialState.COMPLETE else TrialState.FAIL
+        if others:
+            self.stop_jobs(others)
+        self.pending = deque(p for p in self.pending if p[0] != t.number)
+        self._write_trials()
+        told = value if state is TrialState.COMPLETE else None
+        self.search.tell(t.number, told, state.value, error=error)  # type: ignore[arg-type]
+
+    def _complete(self, t: Trial, traces: pd.DataFrame) -> None:
+        """Every seed finished: COMPLETE with the seed-aggregated objective, or FAIL when the
+        objective metric was never measured."""
+        value = trial_value(traces, self.recipe.objective)
+        if math.isfinite(value):
+            self.finish(t, TrialState.COMPLETE, value=value)
+        else:
+            metric = self.recipe.objective.metric
+            self.finish(t, TrialState.FAIL, error=f"objective metric {metric!r} was never measured")
+
+    def _series_frame(self, t: Trial) -> pd.DataFrame:
+        """The trial's completed objective series in the traces layout ``trial_value`` reads."""
+        metric = self.recipe.objective.metric
+        rows = [
+            {"trial": t.number, "seed": seed, "attempt": 1, "step": step, metric: value}
+            for seed, series in t.objective.items()
+            for step, value in series
+        ]
+        return pd.DataFrame(rows, columns=["trial", "seed", "attempt", "step", metric])
+
+    def stop_all(self, reason: str) -> list[Attempt]:
+        """``sweeper stop``: every running attempt is to stop, every unfinished trial is marked
+        FAIL with ``reason`` (Optuna keeps it RUNNING, so ``resume`` reruns it); returns the
+        attempts to stop."""
+        running = list(self.running.values())
+        for a in running:
+            a.stop_reason = TrialState.FAIL
+        for t in self.trials.values():
+            if not t.state.finished:
+                t.state, t.ended_at, t.error = TrialState.FAIL, now_iso(), reason
+        self.pending.clear()
+        return running
+
+    def interrupt(self, reason: str) -> None:
+        """The controller is ending: attempts still running are recorded FAIL with ``reason``."""
+        for a in self.running.values():
+            a.state, a.ended_at, a.error = TrialState.FAIL, now_iso(), reason
+        self.running.clear()
+        self._write_runs()
+        self._write_trials()
+
+    # ------------------------------------------------------------------ resume
+
+    def restore(self) -> None:
+        """Rebuild the book from the sweep dir and the study after a controller ended (stopped,
+        killed): finished trials are kept; a trial whose every seed has a COMPLETE attempt is
+        finished from its traces; other unfinished trials are closed, to be rerun as new ones."""
+        store = self.writer.store
+        old_trials = {int(r["trial"]): r for r in _records(store.read_trials())}
+        for r in _records(store.read_runs()):
+            a = Attempt(
+                int(r["trial"]), int(r["seed"]), int(r["attempt"]), run_id="",
+                worker=r.get("worker") or "", node=r.get("node") or "",
+                state=TrialState(r["state"]), started_at=r.get("started_at") or now_iso(),
+                ended_at=r.get("ended_at"), error=r.get("error"),
+            )  # fmt: skip
+            if a.state is TrialState.RUNNING:
+                a.state, a.error, a.ended_at = (
+                    TrialState.FAIL,
+                    "interrupted: controller ended",
+                    now_iso(),
+                )
+            self.attempts.append(a)
+        completed = store.read_traces(completed_only=True)
+        for info in self.search.trials():
+            if info["state"] == "WAITING":  # enqueued, never asked: ask() hands it out later
+                continue
+            old = old_trials.get(info["number"], {})
+            t = Trial(
+                info["number"], info["params"], list(self.recipe.search.seeds),
+                state=TrialState(info["state"]),
+                value=info["value"] if info["value"] is not None else math.nan,
+                error=old.get("error"), started_at=old.get("started_at") or now_iso(),
+                ended_at=old.get("ended_at"),
+            )  # fmt: skip
+            self.trials[t.number] = t
+            if t.state is TrialState.RUNNING:
+                done = completed[completed["trial"] == t.number] if len(completed) else completed
+                if set(done["seed"] if len(done) else ()) >= set(t.seeds):
+                    self._complete(t, done)
+        for number in self.search.recover():  # unfinished: closed here, rerun as new trials
+            t = self.trials[number]
+            t.state, t.ended_at = TrialState.FAIL, now_iso()
+            t.error = "interrupted: controller ended; rerun as a new trial"
+        self._write_runs()
+        self._write_trials()
+
+    # ------------------------------------------------------------------ views
+
+    def counts(self) -> dict[str, int]:
+        """Trials by state (every state present, zero or not)."""
+        counts = {s.value: 0 for s in TrialState}
+        for t in self.trials.values():
+            counts[t.state.value] += 1
+        return counts
+
+    def best(self) -> dict[str, Any] | None:
+        """The best COMPLETE trial so far (trial, value, params), or None."""
+        done = [t for t in self.trials.values() if t.state is TrialState.COMPLETE]
+        done = [t for t in done if math.isfinite(t.value)]
+        if not done:
+            return None
+        pick = max if self.recipe.objective.mode == "max" else min
+        b = pick(done, key=lambda t: t.value)
+        return {"trial": b.number, "value": b.value, "params": b.params}
+
+    # ------------------------------------------------------------------ writing
+
+    def _record(self, a: Attempt, state: TrialState, error: str | None) -> None:
+        a.state, a.ended_at, a.error = state, now_iso(), error
+        self._write_runs()  # before the trial's outcome: a finished attempt is never lost
+
+    def _write_trials(self) -> None:
+        self.writer.write_trials([t.row() for t in self.trials.values()])
+
+    def _write_runs(self) -> None:
+        self.writer.write_runs([a.row() for a in self.attempts])
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts; Parquet round-trips give NaN for missing values, made None again here."""
+    if not len(frame):
+        return []
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]

@@ -1,0 +1,91 @@
+"""The sweep-dir writer of a running controller: tables, trace parts, status and stop requests.
+
+Everything the controller writes goes through :class:`SweepWriter` (which goes through
+:class:`~sweeper.store.SweepStore`, atomic writes). A running job's rows are buffered per
+attempt and written as one trace part file at most every ``FLUSH_SECONDS``, and always before the
+attempt's outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sweeper.config.job import SAMPLES_KEY
+from sweeper.store import SweepStore
+
+FLUSH_SECONDS = 2.0
+"""How often a running job's buffered rows become a trace part file."""
+
+CONTROL_FILE = "control.json"
+"""Stop requests (``sweeper stop``) for the controller of a sweep dir."""
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class TraceBuffer:
+    """Rows of one attempt not yet written."""
+
+    trial: int
+    seed: int
+    attempt: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    last_flush: float = field(default_factory=time.monotonic)
+
+
+class SweepWriter:
+    """Writes one sweep dir on behalf of its controller."""
+
+    def __init__(self, store: SweepStore, param_keys: list[str]) -> None:
+        self.store = store
+        self.param_keys = param_keys
+
+    def write_trials(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite trials.parquet."""
+        self.store.write_trials(rows, self.param_keys)
+
+    def write_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite runs.parquet."""
+        self.store.write_runs(rows)
+
+    def flush(self, buffer: TraceBuffer, force: bool = True) -> None:
+        """Write the buffered rows as one trace part (when ``force`` or the buffer is due)."""
+        if not force and time.monotonic() - buffer.last_flush <= FLUSH_SECONDS:
+            return
+        if buffer.rows:
+            self.store.append_trace(buffer.trial, buffer.seed, buffer.attempt, buffer.rows)
+            buffer.rows = []
+        buffer.last_flush = time.monotonic()
+
+    def write_samples(self, buffer: TraceBuffer, row: dict[str, Any]) -> None:
+        """Take a row's logged eval completions (``eval.log_samples``) out of it and write them
+        to samples/: they never go into the traces."""
+        samples = row.pop(SAMPLES_KEY, None)
+        if samples:
+            self.store.append_samples(
+                buffer.trial, buffer.seed, buffer.attempt, int(row["step"]), samples
+            )
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        """Rewrite status.json."""
+        self.store.write_status(status)
+
+    def clear_stop_request(self) -> None:
+        """A starting controller: no stop is requested."""
+        write_control(self.store, stop=False)
+
+    def stop_requested(self) -> bool:
+        """Whether ``sweeper stop`` asked this sweep to end."""
+        control = self.store.read_json(CONTROL_FILE) or {}
+        return bool(control.get("stop"))
+
+
+def write_control(store: SweepStore, stop: bool) -> None:
+    """Write control.json: ``stop`` asks the sweep's controller to end cleanly."""
+    store.write_json(CONTROL_FILE, {"stop": stop, "updated_at": now_iso()})
