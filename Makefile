@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/grpo_step.py
 	$(BIN)/python bench/controller_vs_tune.py
 	$(BIN)/python bench/racing.py
+	$(BIN)/python bench/dashboard_first_view.py
 	if $(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; \
 	then $(BIN)/python bench/rollout_engines.py; else echo "rollout_engines.py: no vllm, skipped"; fi
 

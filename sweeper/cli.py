@@ -249,12 +249,44 @@ def export(
 def report(
     sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
     out: Annotated[str | None, typer.Option(help="HTML file to write.")] = None,
+    top: Annotated[int, typer.Option(help="Best trials whose curves it holds.", min=1)] = 10,
 ) -> None:
-    """Write an HTML report with plots."""
+    """Write the dashboard's views as one self-contained interactive HTML file (offline)."""
     from sweeper.report import write_report
     from sweeper.sweeps import open_sweep
 
-    console.print(f"wrote {write_report(open_sweep(sweep), out)}")
+    console.print(f"wrote {write_report(open_sweep(sweep), out, top=top)}", soft_wrap=True)
+
+
+@app.command()
+@handles_input_errors
+def dashboard(
+    sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).", min=0)] = 8050,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; anything but loopback is reachable by others."),
+    ] = "127.0.0.1",
+) -> None:
+    """Serve a live dashboard of a sweep on http://127.0.0.1:PORT/ until Ctrl-C."""
+    from sweeper.dashboard.server import is_loopback, serve
+    from sweeper.sweeps import open_sweep
+
+    store = open_sweep(sweep)
+    if not is_loopback(host):
+        err_console.print(
+            f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach this address "
+            "can read the sweep (there is no login)",
+            highlight=False,
+        )
+    serve(
+        store,
+        host=host,
+        port=port,
+        on_ready=lambda url: console.print(
+            f"dashboard of {store.name}: {url}  (Ctrl-C stops it)", soft_wrap=True, highlight=False
+        ),
+    )
 
 
 @app.command()

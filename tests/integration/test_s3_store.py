@@ -82,7 +82,7 @@ def test_sweep_dir_on_s3(moto_s3: str, tmp_path: Path) -> None:
     assert Path(local[0]).is_file()
 
     assert write_report(again) == "s3://bucket/sweeps/x/report.html"
-    assert "<img" in again.read_text("report.html")
+    assert "window.SWEEPER_REPORT" in again.read_text("report.html")
 
     with pytest.raises(InputError, match=r"not a sweep directory|no such sweep"):
         SweepStore.open("s3://bucket/sweeps/nothing-here")
