@@ -304,12 +304,18 @@ class SweepStore(StorageDir):
 
     def read_json(self, name: str) -> Any:
         """The parsed JSON file ``name`` (as written, ``schema_version`` included); None when
-        the file does not exist."""
+        the file does not exist. A file that is not valid JSON is an :class:`InputError` naming
+        it and what to do."""
         try:
             data = self.read_bytes(name)
         except FileNotFoundError:
             return None
-        return json.loads(data)
+        except IsADirectoryError as err:
+            raise damaged(self, name, err) from None
+        try:
+            return json.loads(data)
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise damaged(self, name, err) from None
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Atomically write status.json (``updated_at`` added when missing)."""
@@ -319,7 +325,10 @@ class SweepStore(StorageDir):
         """status.json, or ``{}`` when no status was written yet."""
         if not self.exists(STATUS_JSON):
             return {}
-        out: dict[str, Any] = self.read_json(STATUS_JSON)
+        out = self.read_json(STATUS_JSON)
+        problem = _status_problem(out)
+        if problem:
+            raise damaged(self, STATUS_JSON, problem)
         return out
 
     def read_recipe_text(self) -> str:
@@ -331,6 +340,9 @@ class SweepStore(StorageDir):
         out: dict[str, Any] | None = self.read_json(RESOLVED_JSON)
         if out is None:
             raise InputError(f"{self.uri}: not a sweep directory (no {RESOLVED_JSON})")
+        problem = _recipe_problem(out)  # every reader builds on it: named here, not in a trace
+        if problem:
+            raise damaged(self, RESOLVED_JSON, problem)
         out.pop("schema_version", None)
         return out
 
@@ -349,9 +361,14 @@ class SweepStore(StorageDir):
     def _read_table(self, rel: str) -> pa.Table | None:
         if not self.exists(rel):
             return None
-        if self._fs is None:
-            return pq.read_table(self._p(rel))
-        return pq.read_table(self._p(rel), filesystem=self._fs)
+        try:
+            if self._fs is None:
+                return pq.read_table(self._p(rel))
+            return pq.read_table(self._p(rel), filesystem=self._fs)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as err:  # truncated, zero bytes, not Parquet
+            raise damaged(self, rel, err) from None
 
     def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
         """Rewrite trials.parquet atomically from one dict per trial.
@@ -479,11 +496,14 @@ class SweepStore(StorageDir):
             return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
         paths = [self._p(f"{TRACES_DIR}/{f}") for f in files]
         fs = self._fs or pafs.LocalFileSystem()
-        fragments = pads.dataset(paths, filesystem=fs, format="parquet")
-        schemas = [frag.physical_schema for frag in fragments.get_fragments()]
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
-        # Read in file order so that "keep the last" means the last part written.
-        table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
+        try:
+            fragments = pads.dataset(paths, filesystem=fs, format="parquet")
+            schemas = [frag.physical_schema for frag in fragments.get_fragments()]
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+            # Read in file order so that "keep the last" means the last part written.
+            table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
+        except (pa.ArrowException, OSError) as err:
+            raise _damaged_trace(self, files, fs, err) from None
         df = table.to_pandas()
         for col in df.columns:
             if col not in TRACE_KEYS and pd.api.types.is_numeric_dtype(df[col]):
@@ -495,6 +515,82 @@ class SweepStore(StorageDir):
         df = df.drop_duplicates(subset=list(TRACE_KEYS), keep="last")
         df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
         return df
+
+
+def damaged(store: SweepStore, rel: str, err: BaseException | str) -> InputError:
+    """The one-line error for a damaged file of a sweep dir: which file, what is wrong with it,
+    and what to do (the readers turn every unreadable file into this)."""
+    reason = err if isinstance(err, str) else (str(err).strip() or type(err).__name__)
+    reason = " ".join(reason.splitlines()[0].split())[:200]
+    what = "JSON" if rel.endswith(".json") else "Parquet"
+    return InputError(f"{store.path(rel)}: damaged {what} file ({reason}); {_repair(rel)}")
+
+
+def _damaged_trace(
+    store: SweepStore, files: list[str], fs: pafs.FileSystem, err: BaseException
+) -> InputError:
+    """The error for an unreadable traces/ dir, naming the first part file that does not read
+    alone (or traces/ itself, when each part reads but they do not fit together)."""
+    for name in files:
+        try:
+            pq.read_table(store._p(f"{TRACES_DIR}/{name}"), filesystem=fs)
+        except (pa.ArrowException, OSError) as part_err:
+            return damaged(store, f"{TRACES_DIR}/{name}", part_err)
+    return damaged(store, TRACES_DIR, err)
+
+
+def _recipe_problem(resolved: Any) -> str | None:
+    """What makes parsed recipe.resolved.json not a recipe, or None."""
+    from pydantic import ValidationError
+
+    from sweeper.config.messages import describe_validation_error
+    from sweeper.config.recipe import Recipe
+
+    if not isinstance(resolved, dict):
+        return f"a JSON {type(resolved).__name__}, not a recipe"
+    try:
+        Recipe.model_validate({k: v for k, v in resolved.items() if k != "schema_version"})
+    except ValidationError as err:
+        return describe_validation_error(err)
+    return None
+
+
+def _repair(rel: str) -> str:
+    """What to do about a damaged file ``rel`` of a sweep dir."""
+    if rel.startswith(TRACES_DIR):
+        return (
+            "restore it from a copy, or move it out of traces/ to read the sweep without those rows"
+        )
+    if rel == STATUS_JSON:
+        return "remove it: a running controller writes a new one (`sweeper resume` does too)"
+    if rel == RESOLVED_JSON:
+        return "restore it from a copy (recipe.yaml holds the recipe as submitted)"
+    return "restore it from a copy of the sweep dir"
+
+
+def _status_problem(status: Any) -> str | None:
+    """What makes parsed status.json unusable, or None."""
+    if not isinstance(status, dict):
+        return f"a JSON {type(status).__name__}, not an object"
+    for key, kind in (("counts", dict), ("jobs_running", list), ("objective", dict)):
+        if key in status and not isinstance(status[key], kind):
+            return f"{key!r} is not a JSON {'object' if kind is dict else 'array'}"
+    numbers = [*(status.get("counts") or {}).values(), status.get("total_trials") or 0]
+    if not all(isinstance(v, int) for v in numbers):
+        return "'counts' or 'total_trials' holds a value that is not a whole number"
+    for job in status.get("jobs_running") or []:
+        if not isinstance(job, dict) or not {"trial", "seed", "attempt"} <= set(job):
+            return "'jobs_running' holds an entry without trial, seed and attempt"
+        if not all(isinstance(job.get(k, 0), int | None) for k in ("step", "steps")):
+            return "'jobs_running' holds a step that is not a whole number"
+    best = status.get("best")
+    if best is not None and not (
+        isinstance(best, dict)
+        and {"trial", "value"} <= set(best)
+        and isinstance(best.get("params", {}), dict)
+    ):
+        return "'best' is not an object with 'trial', 'value' and 'params'"
+    return None
 
 
 _EMPTY_DTYPES = {
