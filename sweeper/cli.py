@@ -33,7 +33,8 @@ except ImportError:  # pragma: no cover - an older typer, on click itself
 def _usage_error_line(err: Any) -> str:
     """A click usage error as one line: the command, the problem and where help is."""
     ctx = getattr(err, "ctx", None)
-    command = ctx.command_path if ctx is not None else "sweeper"
+    words = ctx.command_path.split()[1:] if ctx is not None else []
+    command = " ".join(["sweeper", *words])  # the program's name, however it was started
     message = " ".join(err.format_message().split())
     return f"error: {command}: {message} (see `{command} --help`)"
 
@@ -212,6 +213,9 @@ def resume(
 
     if is_job_submission(cluster, address):
         info = submit_resume(sweep, cluster, address)
+        if info.get("note"):  # it had finished: nothing submitted, nothing changed
+            console.print(info["note"], soft_wrap=True)
+            return
         console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
         console.print(f"follow it: sweeper watch {info['sweep_dir']}", soft_wrap=True)
         return

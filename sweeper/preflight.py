@@ -38,6 +38,9 @@ from sweeper.store import SweepStore
 ADDRESS_TIMEOUT = 5.0
 """Seconds a cluster address has to accept a TCP connection before it is reported down."""
 
+JOBS_API_PORT = 8265
+"""The Ray dashboard's port (the Jobs API) when an address names another port."""
+
 TASK_ROWS_CHECKED = 100
 """Records of a task file read and checked before the sweep starts."""
 
@@ -236,20 +239,20 @@ def _task_files(recipe: Recipe, where: Where) -> None:
         if not isinstance(task, FileTask) or task.path in seen:
             continue
         seen.add(task.path)
-        rows = read_task_rows(task.path, limit=TASK_ROWS_CHECKED)
+        rows = read_task_rows(task.path, limit=TASK_ROWS_CHECKED, where="job.task.path")
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise InputError(
-                    f"task.path: {task.path}: row {i} is a {type(row).__name__}, not a record"
+                    f"job.task.path: {task.path}: row {i} is a {type(row).__name__}, not a record"
                 )
             if task.question_key not in row or task.answer_key not in row:
                 raise InputError(
-                    f"task.path: {task.path}: row {i} lacks '{task.question_key}' or "
+                    f"job.task.path: {task.path}: row {i} lacks '{task.question_key}' or "
                     f"'{task.answer_key}' (has {', '.join(sorted(map(str, row)))}); set "
-                    "task.question_key / task.answer_key"
+                    "job.task.question_key / job.task.answer_key"
                 )
         if len(rows) < 2:
-            raise InputError(f"task.path: {task.path}: needs at least 2 rows, has {len(rows)}")
+            raise InputError(f"job.task.path: {task.path}: needs at least 2 rows, has {len(rows)}")
 
 
 @register("user_tasks", "workers")
@@ -266,15 +269,15 @@ def _user_tasks(recipe: Recipe, where: Where) -> None:
             with _cwd_on_path():
                 spec = importlib.util.find_spec(module)
         except (ImportError, ValueError) as err:  # a parent package that fails to import
-            raise InputError(f"task.fn: cannot import module {module!r}: {err}") from None
+            raise InputError(f"job.task.fn: cannot import module {module!r}: {err}") from None
         if spec is None:
             raise InputError(
-                f"task.fn: no module {module!r} on the Python path (the workers import it: put "
+                f"job.task.fn: no module {module!r} on the Python path (the workers import it: put "
                 "it in the working directory or on PYTHONPATH)"
             )
         origin = spec.origin or ""
         if origin.endswith(".py") and _defines(origin, fn) is False:
-            raise InputError(f"task.fn: {origin} defines no {fn!r} (task.fn is {task.fn!r})")
+            raise InputError(f"job.task.fn: {origin} defines no {fn!r} (task.fn is {task.fn!r})")
 
 
 def _defines(path: str, name: str) -> bool | None:
@@ -284,7 +287,7 @@ def _defines(path: str, name: str) -> bool | None:
     try:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (SyntaxError, OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"task.fn: {path} does not parse: {err}") from None
+        raise InputError(f"job.task.fn: {path} does not parse: {err}") from None
     names: set[str] = set()
     unsure = False
     for node in tree.body:
@@ -336,10 +339,10 @@ def _policy_paths(recipe: Recipe, where: Where) -> None:
         if not looks_local:
             continue  # a hub name: resolved by the workers (HF cache, HF_HUB_OFFLINE)
         if not path.exists():
-            raise InputError(f"policy.name: path not found: {name}")
+            raise InputError(f"job.policy.name: path not found: {name}")
         if not path.is_dir() or not (path / "config.json").is_file():
             raise InputError(
-                f"policy.name: {name} is not a model directory (no config.json); give a "
+                f"job.policy.name: {name} is not a model directory (no config.json); give a "
                 "directory saved by save_pretrained, or a hub name"
             )
 
@@ -497,7 +500,39 @@ def _cluster_address(recipe: Recipe, where: Where) -> None:
     if where.command == "validate":
         return  # validate names no cluster to talk to
     host, port = host_port(address)
+    if where.submits and kind != "jobs":
+        port = JOBS_API_PORT  # submit talks to the Jobs API of that head (sweeper.submit)
     check_reachable(host, port, address)
+    if where.submits:
+        check_http_answers(jobs_api_url(address), address)
+
+
+def jobs_api_url(address: str) -> str:
+    """The Jobs API URL of a cluster address (as ``sweeper.submit.dashboard_url`` forms it)."""
+    if address.startswith(("http://", "https://")):
+        return address.rstrip("/")
+    host, _ = host_port(address)
+    return f"http://{host}:{JOBS_API_PORT}"
+
+
+def check_http_answers(url: str, address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
+    """``InputError`` unless an HTTP server answers at ``url`` within ``timeout`` s (any status:
+    a 401 without a token still answers). Ray's Jobs client would wait forever on a server that
+    accepts and never replies."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise InputError(
+            f"cannot reach the Ray Jobs API at {url} (from {address}): {reason}; is the "
+            "dashboard running?"
+        ) from None
 
 
 def host_port(address: str) -> tuple[str, int]:

@@ -521,7 +521,8 @@ def damaged(store: SweepStore, rel: str, err: BaseException | str) -> InputError
     """The one-line error for a damaged file of a sweep dir: which file, what is wrong with it,
     and what to do (the readers turn every unreadable file into this)."""
     reason = err if isinstance(err, str) else (str(err).strip() or type(err).__name__)
-    reason = " ".join(reason.splitlines()[0].split())[:200]
+    reason = " ".join(reason.splitlines()[0].split())
+    reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", reason)[:200]
     what = "JSON" if rel.endswith(".json") else "Parquet"
     return InputError(f"{store.path(rel)}: damaged {what} file ({reason}); {_repair(rel)}")
 

@@ -29,8 +29,9 @@ from sweeper.store import RUNS_PARQUET, SweepStore
 ENDED_STATES = ("finished", "stopped", "failed", "submit-failed")
 """status.json states of a sweep whose controller has ended."""
 
-_CREATED: dict[str, bool] = {}
-"""Sweep dirs this process created, by URI: True when the directory itself was new."""
+_CREATED: dict[str, Path | None] = {}
+"""Sweep dirs this process created, by URI: the first directory of its local path that did not
+exist before (the sweep dir or an ancestor), or None when the sweep dir was there (empty)."""
 
 DEFAULT_STORAGE = "sweeps"
 
@@ -83,7 +84,7 @@ def create_sweep_dir(
     from sweeper.store import manifest
 
     target = SweepStore(f"{root.rstrip('/')}/{recipe.name}")
-    new_dir = not target.is_local or not os.path.isdir(target.path())
+    first_new = _first_missing(Path(target.path())) if target.is_local else None
     store = SweepStore.create(
         root,
         recipe.name,
@@ -91,8 +92,23 @@ def create_sweep_dir(
         resolved=recipe.resolved(),
         manifest=manifest({"recipe_path": os.path.abspath(recipe_path), "overrides": overrides}),
     )
-    _CREATED[store.uri] = new_dir
+    _CREATED[store.uri] = first_new
     return store
+
+
+def sweep_dirs_made(store: SweepStore) -> Path | None:
+    """For a sweep dir :func:`create_sweep_dir` made: the topmost directory it had to create
+    (None when the sweep dir was there, empty); forgets it (see :func:`remove_new_sweep`)."""
+    return _CREATED.pop(store.uri, None)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost directory of ``path`` that does not exist yet (None if ``path`` exists)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def prepare_sweep(
@@ -132,23 +148,28 @@ def run_sweep(
 
 @contextlib.contextmanager
 def _removed_if_start_fails(store: SweepStore, resume: bool) -> Iterator[None]:
-    new_dir = _CREATED.pop(store.uri, None)
+    made_here = store.uri in _CREATED
+    first_new = _CREATED.pop(store.uri, None)
     try:
         yield
     except BaseException:
-        if not resume and new_dir is not None and not store.exists(RUNS_PARQUET):
-            _remove_sweep_dir(store, new_dir)
+        if not resume and made_here and not store.exists(RUNS_PARQUET):
+            remove_new_sweep(store, first_new)
         raise
 
 
-def _remove_sweep_dir(store: SweepStore, remove_dir: bool) -> None:
-    """Remove what a new sweep wrote (and the directory itself when it was new)."""
-    if remove_dir or not store.is_local:
+def remove_new_sweep(store: SweepStore, first_new: Path | None) -> None:
+    """Remove what creating a new sweep wrote: its directory and every directory made for it
+    (``first_new``, the topmost one that was new), or only its contents when the sweep dir was
+    there before, empty."""
+    if not store.is_local:
         store.remove_tree()
-        return
-    with contextlib.suppress(OSError):  # the directory was there, empty: leave it so
-        for child in Path(store.path()).iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    elif first_new is not None:
+        shutil.rmtree(first_new, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            for child in Path(store.path()).iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def load_sweep_recipe(store: SweepStore) -> Recipe:

@@ -173,6 +173,9 @@ _ConfigLoader.add_implicit_resolver(_MERGE_TAG, re.compile(r"^(?:<<)$"), ["<"])
 _ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+# The core schema's tags only: a config holds no bytes, dates, sets or ordered pairs.
+for _tag in ("binary", "timestamp", "set", "omap", "pairs"):
+    _ConfigLoader.yaml_constructors.pop(f"tag:yaml.org,2002:{_tag}", None)
 
 
 def read_text(path: str) -> str:
@@ -231,7 +234,24 @@ def parse_override(override: str) -> tuple[list[str], Any]:
             raise InputError(f"--set {override!r}: give space.<dotted key>=<values>")
         parts = ["space", ".".join(parts[1:])]
     value = parse_yaml(raw, f"--set {key}")
+    if _glued_keys(value):
+        raise InputError(
+            f"--set {override!r}: write {{key: value}} with a space after each ':' (YAML reads "
+            f"{{a:1}} as the key 'a:1' with no value)"
+        )
     return parts, value
+
+
+def _glued_keys(value: Any) -> bool:
+    """Whether a flow mapping holds a key like ``num_gpus:4`` with no value (a missing space)."""
+    if isinstance(value, dict):
+        return any(
+            (isinstance(k, str) and ":" in k and v is None) or _glued_keys(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_glued_keys(v) for v in value)
+    return False
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

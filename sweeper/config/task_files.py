@@ -17,27 +17,29 @@ JSONL_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def read_task_rows(path: str | Path, limit: int | None = None) -> list[Any]:
+def read_task_rows(
+    path: str | Path, limit: int | None = None, where: str = "task.path"
+) -> list[Any]:
     """The records of a task file (the first ``limit`` of them, if given).
 
     JSONL: one JSON value per non-blank line; Parquet: one dict per row. ``InputError``
-    (``task.path: ...``, one line) for a file that is missing, not a file, of another kind,
+    (``<where>: ...``, one line) for a file that is missing, not a file, of another kind,
     unreadable, or not valid JSON / Parquet (with the line number for JSONL).
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"task.path: file not found: {path}")
+        raise InputError(f"{where}: file not found: {path}")
     if not path.is_file():
-        raise InputError(f"task.path: {path} is not a file")
+        raise InputError(f"{where}: {path} is not a file")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path, limit)
+        return _read_jsonl(path, limit, where)
     if suffix in PARQUET_SUFFIXES:
-        return _read_parquet(path, limit)
-    raise InputError(f"task.path: {path}: expected a .jsonl or .parquet file")
+        return _read_parquet(path, limit, where)
+    raise InputError(f"{where}: {path}: expected a .jsonl or .parquet file")
 
 
-def _read_jsonl(path: Path, limit: int | None) -> list[Any]:
+def _read_jsonl(path: Path, limit: int | None, where: str) -> list[Any]:
     rows: list[Any] = []
     try:
         with path.open(encoding="utf-8") as fh:
@@ -49,15 +51,13 @@ def _read_jsonl(path: Path, limit: int | None) -> list[Any]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise InputError(
-                        f"task.path: {path}:{lineno}: not valid JSON ({err})"
-                    ) from None
+                    raise InputError(f"{where}: {path}:{lineno}: not valid JSON ({err})") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"task.path: {path}: cannot read it ({err})") from None
+        raise InputError(f"{where}: {path}: cannot read it ({err})") from None
     return rows
 
 
-def _read_parquet(path: Path, limit: int | None) -> list[Any]:
+def _read_parquet(path: Path, limit: int | None, where: str) -> list[Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -69,4 +69,4 @@ def _read_parquet(path: Path, limit: int | None) -> list[Any]:
         return [] if first is None else first.to_pylist()[:limit]
     except (pa.ArrowException, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"task.path: {path}: not a readable Parquet file ({first_line})") from None
+        raise InputError(f"{where}: {path}: not a readable Parquet file ({first_line})") from None
