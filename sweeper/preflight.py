@@ -354,7 +354,7 @@ def _policy_paths(recipe: Recipe, where: Where) -> None:
 def _resources(recipe: Recipe, where: Where) -> None:
     """One job's resources fit the embedded local Ray (CPUs, GPUs; it has no custom ones)."""
     need = resolve_resources(recipe, where.cluster)
-    source = "run.resources" if recipe.run.resources is not None else "cluster resources"
+    source = "run.resources" if recipe.run.resources is not None else "the cluster file's resources"
     if need.custom:
         raise InputError(
             f"{source}.custom: {', '.join(sorted(need.custom))}: the embedded local Ray has no "
@@ -365,16 +365,20 @@ def _resources(recipe: Recipe, where: Where) -> None:
     gpus = cluster.num_gpus if cluster is not None else _machine_gpus()
     if need.num_cpus > cpus + 1e-9:
         raise InputError(
-            f"{source}.num_cpus: one job needs {need.num_cpus:g} CPUs, the embedded local Ray "
-            f"has {cpus:g}"
+            f"{source}.num_cpus: one job needs {_count(need.num_cpus, 'CPU')}, the embedded "
+            f"local Ray has {_count(cpus, 'CPU')}"
         )
     if need.num_gpus > gpus + 1e-9:
-        have = f"{gpus:g} GPUs" if gpus else "no GPU"
         given = " (the cluster file's num_gpus)" if cluster is not None else ""
         raise InputError(
-            f"{source}.num_gpus: one job needs {need.num_gpus:g} GPUs, the embedded local Ray "
-            f"has {have}{given}; run on a cluster with GPUs (--cluster FILE)"
+            f"{source}.num_gpus: one job needs {_count(need.num_gpus, 'GPU')}, the embedded "
+            f"local Ray has {_count(gpus, 'GPU')}{given}; run on a cluster with GPUs "
+            "(--cluster FILE)"
         )
+
+
+def _count(n: float, what: str) -> str:
+    return f"{n:g} {what}{'' if n == 1 else 's'}"
 
 
 def _machine_cpus() -> float:
@@ -557,8 +561,3 @@ def check_reachable(host: str, port: int, address: str, timeout: float = ADDRESS
     except OSError as err:
         reason = err.strerror or str(err)
     raise InputError(f"cannot reach the Ray cluster at {address}: {reason}; is it running?")
-
-
-def describe() -> list[str]:
-    """One line per check: its name, where it runs and what it checks (for docs and tests)."""
-    return [f"{c.name} ({c.scope}): {c.summary}" for c in CHECKS.values()]

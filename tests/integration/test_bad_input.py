@@ -945,6 +945,29 @@ def test_real_stderr_is_one_line(
     assert world.snapshot() == before
 
 
+def test_an_address_that_is_not_a_ray_cluster_fails_in_bounded_time_on_loopback(
+    world: World,
+) -> None:
+    """Something listens, but it is not a GCS: Ray gets one attempt (not 20), stays on the
+    loopback address it was given (not the machine's routable one), prints nothing, and the
+    sweep dir made before it is gone again."""
+    with socket.socket() as decoy:
+        decoy.bind(("127.0.0.1", 0))
+        decoy.listen(64)
+        port = decoy.getsockname()[1]
+        before = world.snapshot()
+        start = time.monotonic()
+        args = ["run", str(world.inputs / "r.yaml"), "--storage", str(world.storage / "new")]
+        done = run_cli([*args, "--address", f"127.0.0.1:{port}"], cwd=world.work, timeout=200)
+        elapsed = time.monotonic() - start
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "Traceback" not in done.stdout
+    assert elapsed < 120, elapsed
+    print(f"refused in {elapsed:.1f} s: {lines[0]}")
+    assert world.snapshot() == before
+
+
 # --------------------------------------------------------------------------- ended sweeps
 
 
