@@ -1,27 +1,70 @@
 """The `sweeper` command line: thin commands, one function call each, rich output.
 
-Exit codes: 0 ok, 1 run failure (no trial completed, or the controller crashed), 2 bad input.
+Exit codes: 0 ok, 1 run failure (no trial completed, or the controller crashed), 2 bad input:
+an :class:`~sweeper.errors.InputError` or a usage error (an unknown option, ``--top abc``), one
+line on stderr either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from sweeper.errors import InputError
 
+try:  # typer vendors click (typer._click) since 0.2x; the errors it raises are that copy's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - an older typer, on click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+
+def _usage_error_line(err: Any) -> str:
+    """A click usage error as one line: the command, the problem and where help is."""
+    ctx = getattr(err, "ctx", None)
+    words = ctx.command_path.split()[1:] if ctx is not None else []
+    command = " ".join(["sweeper", *words])  # the program's name, however it was started
+    message = " ".join(err.format_message().split())
+    return f"error: {command}: {message} (see `{command} --help`)"
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise  # `sweeper` alone prints the help
+    except click_errors.ClickException as err:
+        typer.echo(_usage_error_line(err), err=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, ``--top abc``, a missing argument) as one line on stderr
+    and exit code 2, instead of click's multi-line box."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Sweep the clipping knobs of RLVR policy losses on Ray; rank and export the best.",
@@ -56,10 +99,8 @@ def handles_input_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InputError as exc:
-            # escape: a message such as "pip install 'sweeper[vllm]'" is text, not markup
-            err_console.print(
-                f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
-            )
+            line = " ".join(str(exc).split())  # one line, whatever the message held
+            err_console.print(Text.assemble(("error:", "red"), " ", line), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -91,7 +132,7 @@ def run(
     """Run a sweep here, in the foreground, with live progress."""
     from sweeper.sweeps import prepare_sweep, run_sweep
 
-    parsed, cluster_cfg, store = prepare_sweep(recipe, overrides, storage, cluster)
+    parsed, cluster_cfg, store = prepare_sweep(recipe, overrides, storage, cluster, address)
     console.print(f"sweep dir: [bold]{store.uri}[/bold]")
     live, update = _live_runner()
     with live:
@@ -137,13 +178,16 @@ def status(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")
 @handles_input_errors
 def watch(
     sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    interval: Annotated[
+        float, typer.Option(min=0.05, max=3600.0, help="Seconds between refreshes.")
+    ] = 2.0,
 ) -> None:
     """Follow a sweep live until it ends."""
     from sweeper.sweeps import open_sweep
     from sweeper.view import status_view
 
     store = open_sweep(sweep)
+    store.read_status()  # a damaged status.json is one line here, not a broken live view
     with Live(console=console, refresh_per_second=4) as live:
         while True:
             st = store.read_status() or {"sweep": store.name, "state": "starting"}
@@ -169,12 +213,18 @@ def resume(
 
     if is_job_submission(cluster, address):
         info = submit_resume(sweep, cluster, address)
+        if info.get("note"):  # it had finished: nothing submitted, nothing changed
+            console.print(info["note"], soft_wrap=True)
+            return
         console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
         console.print(f"follow it: sweeper watch {info['sweep_dir']}", soft_wrap=True)
         return
     live, update = _live_runner()
     with live:
         st = resume_sweep(sweep, cluster, address, on_update=update)
+    if st.get("note"):  # it had finished: nothing ran, nothing changed
+        console.print(st["note"], soft_wrap=True)
+        return
     console.print()
     console.print(f"[bold]{st['state']}[/bold]")
     _exit_for(st)
@@ -186,8 +236,7 @@ def stop(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")])
     """Ask a running sweep to end cleanly (running jobs stop, finished results stay)."""
     from sweeper.sweeps import request_stop
 
-    store = request_stop(sweep)
-    console.print(f"stop requested for {store.uri}; `sweeper resume` continues it later")
+    console.print(request_stop(sweep), soft_wrap=True)
 
 
 @app.command()
@@ -230,17 +279,20 @@ def rank(
 @handles_input_errors
 def export(
     sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")],
-    top: Annotated[int, typer.Option(help="Export the N best configs.")] = 1,
+    top: Annotated[int, typer.Option(min=1, help="Export the N best configs.")] = 1,
     fmt: Annotated[str, typer.Option("--format", help="yaml | verl | trl")] = "yaml",
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Export the best configs as a recipe, verl overrides or TRL GRPOConfig kwargs."""
     from sweeper.export import FORMATS, export_best
-    from sweeper.sweeps import open_sweep
+    from sweeper.sweeps import check_output, open_sweep
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
-    for path in export_best(open_sweep(sweep), top=top, fmt=fmt, out_dir=out):
+    store = open_sweep(sweep)
+    if out is not None:
+        check_output(out, "--out", directory=True)
+    for path in export_best(store, top=top, fmt=fmt, out_dir=out):
         console.print(f"wrote {path}")
 
 
@@ -253,9 +305,12 @@ def report(
 ) -> None:
     """Write the dashboard's views as one self-contained interactive HTML file (offline)."""
     from sweeper.report import write_report
-    from sweeper.sweeps import open_sweep
+    from sweeper.sweeps import check_output, open_sweep
 
-    console.print(f"wrote {write_report(open_sweep(sweep), out, top=top)}", soft_wrap=True)
+    store = open_sweep(sweep)
+    if out is not None:
+        check_output(out, "--out", directory=False)
+    console.print(f"wrote {write_report(store, out, top=top)}", soft_wrap=True)
 
 
 @app.command()
@@ -320,11 +375,15 @@ def samples(
 
 @app.command()
 @handles_input_errors
-def validate(path: Annotated[str, typer.Argument(help="A recipe or cluster file.")]) -> None:
-    """Check a recipe or cluster file."""
-    from sweeper.config.files import validate_path
+def validate(
+    path: Annotated[str, typer.Argument(help="A recipe or cluster file.")],
+    cluster: ClusterOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Check a recipe or cluster file (a recipe also as it would run: here, or on --cluster)."""
+    from sweeper.sweeps import validate as validate_file
 
-    console.print(f"[green]ok[/green] {validate_path(path)}")
+    console.print(f"[green]ok[/green] {validate_file(path, cluster, address)}")
 
 
 @app.command()

@@ -170,6 +170,16 @@ class StorageDir:
                 raise FileNotFoundError(self.path(rel)) from err
             raise
 
+    def remove_tree(self) -> None:
+        """Delete this directory and everything in it (a new sweep that failed to start)."""
+        if self._fs is None:
+            import shutil
+
+            shutil.rmtree(self._root, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                self._fs.delete_dir(self._root)
+
     def write_text(self, rel: str, text: str) -> str:
         """Atomically write UTF-8 text to ``rel``; returns its path or URI."""
         return self.write_bytes(rel, text.encode())

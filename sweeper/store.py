@@ -311,12 +311,18 @@ class SweepStore(StorageDir):
 
     def read_json(self, name: str) -> Any:
         """The parsed JSON file ``name`` (as written, ``schema_version`` included); None when
-        the file does not exist."""
+        the file does not exist. A file that is not valid JSON is an :class:`InputError` naming
+        it and what to do."""
         try:
             data = self.read_bytes(name)
         except FileNotFoundError:
             return None
-        return json.loads(data)
+        except IsADirectoryError as err:
+            raise damaged(self, name, err) from None
+        try:
+            return json.loads(data)
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise damaged(self, name, err) from None
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Atomically write status.json (``updated_at`` added when missing)."""
@@ -326,7 +332,10 @@ class SweepStore(StorageDir):
         """status.json, or ``{}`` when no status was written yet."""
         if not self.exists(STATUS_JSON):
             return {}
-        out: dict[str, Any] = self.read_json(STATUS_JSON)
+        out = self.read_json(STATUS_JSON)
+        problem = _status_problem(out)
+        if problem:
+            raise damaged(self, STATUS_JSON, problem)
         return out
 
     def read_recipe_text(self) -> str:
@@ -338,6 +347,9 @@ class SweepStore(StorageDir):
         out: dict[str, Any] | None = self.read_json(RESOLVED_JSON)
         if out is None:
             raise InputError(f"{self.uri}: not a sweep directory (no {RESOLVED_JSON})")
+        problem = _recipe_problem(out)  # every reader builds on it: named here, not in a trace
+        if problem:
+            raise damaged(self, RESOLVED_JSON, problem)
         out.pop("schema_version", None)
         return out
 
@@ -356,9 +368,14 @@ class SweepStore(StorageDir):
     def _read_table(self, rel: str) -> pa.Table | None:
         if not self.exists(rel):
             return None
-        if self._fs is None:
-            return pq.read_table(self._p(rel))
-        return pq.read_table(self._p(rel), filesystem=self._fs)
+        try:
+            if self._fs is None:
+                return pq.read_table(self._p(rel))
+            return pq.read_table(self._p(rel), filesystem=self._fs)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as err:  # truncated, zero bytes, not Parquet
+            raise damaged(self, rel, err) from None
 
     def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
         """Rewrite trials.parquet atomically from one dict per trial.
@@ -367,39 +384,12 @@ class SweepStore(StorageDir):
         (list of ints), ``started_at``/``ended_at`` (datetime, ISO string or epoch seconds),
         ``error``; other keys become extra columns.
         """
-        clash = sorted(set(param_keys) & set(TRIAL_COLUMNS))
-        if clash:
-            raise ValueError(f"parameter keys {clash} collide with trials.parquet columns")
-        cols: dict[str, pa.Array] = {
-            "trial": pa.array([int(r["trial"]) for r in rows], type=pa.int64()),
-            "state": pa.array([_state(r.get("state")) for r in rows], type=pa.string()),
-        }
-        for key in param_keys:
-            cols[key] = _param_array([r.get(key) for r in rows])
-        cols["value"] = pa.array([_float(r.get("value")) for r in rows], type=pa.float64())
-        cols["seeds"] = pa.array(
-            [None if r.get("seeds") is None else [int(s) for s in r["seeds"]] for r in rows],
-            type=pa.list_(pa.int64()),
-        )
-        _time_and_error(cols, rows)
-        _extras(cols, rows)
-        self._write_table(TRIALS_PARQUET, pa.table(cols))
+        self._write_table(TRIALS_PARQUET, _trials_table(rows, param_keys))
 
     def write_runs(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite runs.parquet atomically from one dict per job attempt (trial, seed, attempt,
         state, worker, node, started_at, ended_at, error; other keys become extra columns)."""
-        cols: dict[str, pa.Array] = {
-            k: pa.array([int(r[k]) for r in rows], type=pa.int64())
-            for k in ("trial", "seed", "attempt")
-        }
-        cols["state"] = pa.array([_state(r.get("state")) for r in rows], type=pa.string())
-        for k in ("worker", "node"):
-            cols[k] = pa.array(
-                [None if r.get(k) is None else str(r[k]) for r in rows], type=pa.string()
-            )
-        _time_and_error(cols, rows)
-        _extras(cols, rows)
-        self._write_table(RUNS_PARQUET, pa.table(cols))
+        self._write_table(RUNS_PARQUET, _runs_table(rows))
 
     def read_trials(self) -> pd.DataFrame:
         """trials.parquet as a DataFrame (empty, with the fixed columns, if not written yet)."""
@@ -441,28 +431,11 @@ class SweepStore(StorageDir):
             return
         if any("step" not in r for r in rows):
             raise ValueError("every trace row needs a 'step'")
-        n = len(rows)
-        cols: dict[str, pa.Array] = {
-            "trial": pa.array([int(trial)] * n, type=pa.int64()),
-            "seed": pa.array([int(seed)] * n, type=pa.int64()),
-            "attempt": pa.array([int(attempt)] * n, type=pa.int64()),
-            "step": pa.array([int(r["step"]) for r in rows], type=pa.int64()),
-        }
-        metrics: dict[str, None] = {}
-        for r in rows:
-            metrics.update(dict.fromkeys(k for k in r if k not in TRACE_KEYS))
-        for m in metrics:
-            values = [r.get(m) for r in rows]
-            if all(v is None or _is_number(v) or isinstance(v, bool) for v in values):
-                cols[m] = pa.array(
-                    [math.nan if v is None else float(v) for v in values], type=pa.float64()
-                )
-            else:
-                cols[m] = _column(values)
+        table = _trace_table(trial, seed, attempt, rows)
         key = (int(trial), int(seed), int(attempt))
         part = self._next_part(key)
         name = f"t{key[0]:06d}-s{key[1]}-a{key[2]}-p{part:05d}.parquet"
-        self._write_table(f"{TRACES_DIR}/{name}", pa.table(cols))
+        self._write_table(f"{TRACES_DIR}/{name}", table)
 
     def trace_files(self) -> list[str]:
         """Visible part file names in traces/, in (trial, seed, attempt, part) order."""
@@ -486,11 +459,14 @@ class SweepStore(StorageDir):
             return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
         paths = [self._p(f"{TRACES_DIR}/{f}") for f in files]
         fs = self._fs or pafs.LocalFileSystem()
-        fragments = pads.dataset(paths, filesystem=fs, format="parquet")
-        schemas = [frag.physical_schema for frag in fragments.get_fragments()]
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
-        # Read in file order so that "keep the last" means the last part written.
-        table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
+        try:
+            fragments = pads.dataset(paths, filesystem=fs, format="parquet")
+            schemas = [frag.physical_schema for frag in fragments.get_fragments()]
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+            # Read in file order so that "keep the last" means the last part written.
+            table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
+        except (pa.ArrowException, OSError) as err:
+            raise _damaged_trace(self, files, fs, err) from None
         df = table.to_pandas()
         for col in df.columns:
             if col not in TRACE_KEYS and pd.api.types.is_numeric_dtype(df[col]):
@@ -557,6 +533,140 @@ def _sample_file_matches(name: str, trial: int | None, step: int | None) -> bool
     if m is None:
         return False
     return (trial is None or int(m.group(1)) == trial) and (step is None or int(m.group(4)) == step)
+
+
+def damaged(store: SweepStore, rel: str, err: BaseException | str) -> InputError:
+    """The one-line error for a damaged file of a sweep dir: which file, what is wrong with it,
+    and what to do (the readers turn every unreadable file into this)."""
+    reason = err if isinstance(err, str) else (str(err).strip() or type(err).__name__)
+    reason = " ".join(reason.splitlines()[0].split())
+    reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", reason)[:200]
+    what = "JSON" if rel.endswith(".json") else "Parquet"
+    return InputError(f"{store.path(rel)}: damaged {what} file ({reason}); {_repair(rel)}")
+
+
+def _damaged_trace(
+    store: SweepStore, files: list[str], fs: pafs.FileSystem, err: BaseException
+) -> InputError:
+    """The error for an unreadable traces/ dir, naming the first part file that does not read
+    alone (or traces/ itself, when each part reads but they do not fit together)."""
+    for name in files:
+        try:
+            pq.read_table(store._p(f"{TRACES_DIR}/{name}"), filesystem=fs)
+        except (pa.ArrowException, OSError) as part_err:
+            return damaged(store, f"{TRACES_DIR}/{name}", part_err)
+    return damaged(store, TRACES_DIR, err)
+
+
+def _recipe_problem(resolved: Any) -> str | None:
+    """What makes parsed recipe.resolved.json not a recipe, or None."""
+    from pydantic import ValidationError
+
+    from sweeper.config.messages import describe_validation_error
+    from sweeper.config.recipe import Recipe
+
+    if not isinstance(resolved, dict):
+        return f"a JSON {type(resolved).__name__}, not a recipe"
+    try:
+        Recipe.model_validate({k: v for k, v in resolved.items() if k != "schema_version"})
+    except ValidationError as err:
+        return describe_validation_error(err)
+    return None
+
+
+def _repair(rel: str) -> str:
+    """What to do about a damaged file ``rel`` of a sweep dir."""
+    if rel.startswith(TRACES_DIR):
+        return (
+            "restore it from a copy, or move it out of traces/ to read the sweep without those rows"
+        )
+    if rel == STATUS_JSON:
+        return "remove it: a running controller writes a new one (`sweeper resume` does too)"
+    if rel == RESOLVED_JSON:
+        return "restore it from a copy (recipe.yaml holds the recipe as submitted)"
+    return "restore it from a copy of the sweep dir"
+
+
+def _status_problem(status: Any) -> str | None:
+    """What makes parsed status.json unusable, or None."""
+    if not isinstance(status, dict):
+        return f"a JSON {type(status).__name__}, not an object"
+    for key, kind in (("counts", dict), ("jobs_running", list), ("objective", dict)):
+        if key in status and not isinstance(status[key], kind):
+            return f"{key!r} is not a JSON {'object' if kind is dict else 'array'}"
+    numbers = [*(status.get("counts") or {}).values(), status.get("total_trials") or 0]
+    if not all(isinstance(v, int) for v in numbers):
+        return "'counts' or 'total_trials' holds a value that is not a whole number"
+    for job in status.get("jobs_running") or []:
+        if not isinstance(job, dict) or not {"trial", "seed", "attempt"} <= set(job):
+            return "'jobs_running' holds an entry without trial, seed and attempt"
+        if not all(isinstance(job.get(k, 0), int | None) for k in ("step", "steps")):
+            return "'jobs_running' holds a step that is not a whole number"
+    best = status.get("best")
+    if best is not None and not (
+        isinstance(best, dict)
+        and {"trial", "value"} <= set(best)
+        and isinstance(best.get("params", {}), dict)
+    ):
+        return "'best' is not an object with 'trial', 'value' and 'params'"
+    return None
+
+
+def _trials_table(rows: list[dict[str, Any]], param_keys: list[str]) -> pa.Table:
+    clash = sorted(set(param_keys) & set(TRIAL_COLUMNS))
+    if clash:
+        raise ValueError(f"parameter keys {clash} collide with trials.parquet columns")
+    cols: dict[str, pa.Array] = {
+        "trial": pa.array([int(r["trial"]) for r in rows], type=pa.int64()),
+        "state": pa.array([_state(r.get("state")) for r in rows], type=pa.string()),
+    }
+    for key in param_keys:
+        cols[key] = _param_array([r.get(key) for r in rows])
+    cols["value"] = pa.array([_float(r.get("value")) for r in rows], type=pa.float64())
+    cols["seeds"] = pa.array(
+        [None if r.get("seeds") is None else [int(s) for s in r["seeds"]] for r in rows],
+        type=pa.list_(pa.int64()),
+    )
+    _time_and_error(cols, rows)
+    _extras(cols, rows)
+    return pa.table(cols)
+
+
+def _runs_table(rows: list[dict[str, Any]]) -> pa.Table:
+    cols: dict[str, pa.Array] = {
+        k: pa.array([int(r[k]) for r in rows], type=pa.int64())
+        for k in ("trial", "seed", "attempt")
+    }
+    cols["state"] = pa.array([_state(r.get("state")) for r in rows], type=pa.string())
+    for k in ("worker", "node"):
+        cols[k] = pa.array(
+            [None if r.get(k) is None else str(r[k]) for r in rows], type=pa.string()
+        )
+    _time_and_error(cols, rows)
+    _extras(cols, rows)
+    return pa.table(cols)
+
+
+def _trace_table(trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]) -> pa.Table:
+    n = len(rows)
+    cols: dict[str, pa.Array] = {
+        "trial": pa.array([int(trial)] * n, type=pa.int64()),
+        "seed": pa.array([int(seed)] * n, type=pa.int64()),
+        "attempt": pa.array([int(attempt)] * n, type=pa.int64()),
+        "step": pa.array([int(r["step"]) for r in rows], type=pa.int64()),
+    }
+    metrics: dict[str, None] = {}
+    for r in rows:
+        metrics.update(dict.fromkeys(k for k in r if k not in TRACE_KEYS))
+    for m in metrics:
+        values = [r.get(m) for r in rows]
+        if all(v is None or _is_number(v) or isinstance(v, bool) for v in values):
+            cols[m] = pa.array(
+                [math.nan if v is None else float(v) for v in values], type=pa.float64()
+            )
+        else:
+            cols[m] = _column(values)
+    return pa.table(cols)
 
 
 _EMPTY_DTYPES = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import time
 from typing import Any
 
 import sweeper
@@ -50,6 +51,12 @@ SUBMISSION_JSON = "submission.json"
 """Written into the sweep dir: the Ray Job ids that ran its controller, and where."""
 
 TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+
+SUBMIT_RETRY_SECONDS = 60.0
+"""How long a submission is retried while the Jobs API says to try again later (a head whose
+job agent is still starting)."""
+
+_TRANSIENT = ("try again later", "status code 502", "status code 503", "status code 504")
 
 
 def dashboard_url(address: str) -> str:
@@ -115,15 +122,41 @@ def _runtime_env(cluster: ClusterConfig | None) -> dict[str, Any]:
     return runtime_env
 
 
-def _submit(client: Any, store: Any, submission_id: str, cluster: ClusterConfig | None) -> None:
-    """Submit the controller of ``store`` as the Ray Job ``submission_id``."""
+def _submit(
+    client: Any,
+    store: Any,
+    submission_id: str,
+    cluster: ClusterConfig | None,
+) -> None:
+    """Submit the controller of ``store`` as the Ray Job ``submission_id``; a Jobs API that is
+    transiently unavailable ("try again later", 502/503/504) is retried with backoff for up to
+    :data:`SUBMIT_RETRY_SECONDS`."""
     entrypoint = f"python -m sweeper.cli resume {shlex.quote(store.uri)} --address auto"
-    client.submit_job(
-        entrypoint=entrypoint,
-        submission_id=submission_id,
-        runtime_env=_runtime_env(cluster),
-        metadata={"sweeper_sweep": store.uri},
-    )
+    deadline = time.monotonic() + SUBMIT_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                runtime_env=_runtime_env(cluster),
+                metadata={"sweeper_sweep": store.uri},
+            )
+            return
+        except Exception as exc:
+            transient = any(t in str(exc).lower() for t in _TRANSIENT)
+            if not transient or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 8.0)
+
+
+def _job_exists(client: Any, submission_id: str) -> bool:
+    try:
+        client.get_job_status(submission_id)
+    except Exception:  # not found (or the cluster is gone): nothing runs for this sweep dir
+        return False
+    return True
 
 
 def _record_submission(store: Any, submission_id: str, url: str) -> None:
@@ -146,12 +179,20 @@ def submit_sweep(
 
     Bad input (recipe, cluster file, an unreachable cluster, a refused token) raises
     ``InputError`` before anything is written."""
-    from sweeper.sweeps import check_sweep_inputs, create_sweep_dir
+    from sweeper.sweeps import (
+        check_sweep_inputs,
+        create_sweep_dir,
+        remove_new_sweep,
+        sweep_dirs_made,
+    )
 
-    # Bad input fails before any network call and before anything is written.
-    recipe, text, cluster, root = check_sweep_inputs(recipe_path, overrides, storage, cluster_path)
+    # Bad input fails before anything is written (the preflight checks the address answers).
+    recipe, text, cluster, root = check_sweep_inputs(
+        recipe_path, overrides, storage, cluster_path, address, command="submit"
+    )
     client, url = _connect(cluster, cluster_path, address)
     store = create_sweep_dir(recipe, text, root, recipe_path, overrides)
+    created = sweep_dirs_made(store)
     submission_id = store.name
     # "submitted" goes first: once the job runs, only the controller writes status.json.
     store.write_status(
@@ -166,6 +207,12 @@ def submit_sweep(
     try:
         _submit(client, store, submission_id, cluster)
     except Exception as exc:
+        if not _job_exists(client, submission_id):  # nothing runs: leave nothing behind
+            remove_new_sweep(store, created)
+            raise InputError(
+                f"submission of {submission_id} to {url} failed: {_first_line(exc)} "
+                "(nothing was written)"
+            ) from exc
         store.write_status(
             {"sweep": recipe.name, "state": "submit-failed", "counts": {}, "error": str(exc)}
         )
@@ -192,9 +239,12 @@ def submit_resume(sweep: str, cluster_path: str | None, address: str | None) -> 
     """Submit the controller of an existing sweep dir again, as a new Ray Job
     (``<name>-r2``, ``-r3``, ...): finished trials are kept, unfinished ones rerun. Refuses while
     the sweep's previous job is still pending or running."""
-    from sweeper.sweeps import open_sweep
+    from sweeper.sweeps import finished_note, open_sweep
 
     store = open_sweep(sweep)
+    note = finished_note(store)
+    if note:  # nothing to resume: nothing is submitted, nothing changes
+        return {"note": note, "sweep_dir": store.uri}
     cluster = load_cluster(cluster_path) if cluster_path else None
     client, url = _connect(cluster, cluster_path, address)
     previous = store.read_json(SUBMISSION_JSON) or {}

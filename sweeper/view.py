@@ -41,7 +41,7 @@ def status_view(status: dict[str, Any]) -> RenderableType:
     best = status.get("best")
     best_line = Text("best: -", style="dim")
     if best:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (best.get("params") or {}).items())
         best_line = Text.assemble(
             "best: ",
             (f"{objective.get('metric', 'value')}={_fmt(best['value'])}", "bold green"),

@@ -6,7 +6,11 @@
   of a grid of up to ``GRID_CHECK_LIMIT`` points (catches ``cov_lb >= cov_ub`` across keys);
 - loss parameters that the loss kind declares as acting only off-policy
   (:meth:`~sweeper.config.loss.LossParams.off_policy_params`) are not searched on a job whose
-  updates are all on-policy (one mini-batch, one epoch: the ratio is identically 1).
+  updates are all on-policy (one mini-batch, one epoch: the ratio is identically 1);
+- the objective and every constraint name a column the job produces
+  (:meth:`~sweeper.config.job.RLVRJob.trace_columns`): a typo, or ``pass_at_16`` with
+  ``eval.ks: [1, 8]``, would otherwise run every trial for nothing;
+- a grid has at most ``MAX_GRID_POINTS`` points (each becomes a trial up front).
 
 Each check raises ``ValueError`` with a message that names the field; pydantic turns it into the
 validation error the loader reports on one line.
@@ -18,7 +22,13 @@ import itertools
 import math
 from typing import Any, Protocol
 
-from sweeper.config.space import describe_spec, endpoint_values, expand_grid, grid_size, is_discrete
+from sweeper.config.space import (
+    describe_spec,
+    endpoint_values,
+    expand_grid,
+    grid_size,
+    is_discrete,
+)
 from sweeper.errors import InputError
 
 
@@ -28,6 +38,7 @@ class CheckedRecipe(Protocol):
     space: dict[str, Any]
     search: Any
     job: Any
+    objective: Any
 
     def job_for(self, params: dict[str, Any]) -> Any: ...
 
@@ -35,12 +46,17 @@ class CheckedRecipe(Protocol):
 GRID_CHECK_LIMIT = 10_000
 """Grids up to this many points are validated point by point at load time."""
 
+MAX_GRID_POINTS = 100_000
+"""The largest grid a recipe may hold (every point is enqueued as a trial when the sweep starts);
+larger spaces are for ``search.kind: optuna`` with ``n_trials``."""
+
 
 def check_recipe(recipe: CheckedRecipe) -> None:
     """Every semantic check of a recipe, in order; ``ValueError`` on the first failure."""
     _check_search(recipe)
     jobs = _check_space_values(recipe)
     _check_clipping_can_act(recipe, jobs)
+    _check_metrics(recipe, jobs)
 
 
 def _check_search(recipe: CheckedRecipe) -> None:
@@ -58,6 +74,12 @@ def _check_search(recipe: CheckedRecipe) -> None:
                     f"space.{key}: {describe_spec(spec)} is a distribution, but search.kind is "
                     "grid; give a list of values, or use search.kind: optuna with n_trials"
                 )
+        points = grid_size(recipe.space)
+        if points > MAX_GRID_POINTS:
+            raise ValueError(
+                f"space: the grid has {points} points, more than {MAX_GRID_POINTS}; use "
+                "search.kind: optuna with n_trials to search a space this large"
+            )
     else:
         if recipe.search.n_trials is None:
             raise ValueError("search.n_trials: required when search.kind is optuna")
@@ -136,6 +158,23 @@ def _check_clipping_can_act(recipe: CheckedRecipe, jobs: list[Any]) -> None:
                 f"{getattr(job, 'ppo_epochs', '?')}: every update is on-policy (ratio = 1), so "
                 "clipping cannot act; set job.mini_batches >= 2 (or job.ppo_epochs >= 2)"
             )
+
+
+def _check_metrics(recipe: CheckedRecipe, jobs: list[Any]) -> None:
+    """The objective and constraint metrics are columns of every job's trace rows."""
+    named = [("objective.metric", recipe.objective.metric)] + [
+        (f"objective.constraints.{i}.metric", c.metric)
+        for i, c in enumerate(recipe.objective.constraints)
+    ]
+    for job in jobs or [recipe.job]:
+        columns = [c for c in job.trace_columns() if c != "step"]
+        for where, metric in named:
+            if metric not in columns:
+                ks = f" with eval.ks {list(job.eval.ks)}" if metric.startswith("pass_at_") else ""
+                raise ValueError(
+                    f"{where}: {metric!r} is not a column the {job.kind} job produces{ks}; "
+                    f"it produces: {', '.join(columns)}"
+                )
 
 
 def _show(value: Any) -> str:

@@ -31,9 +31,10 @@ import os
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sweeper.config.recipe import Recipe, ResourcesConfig
+from sweeper.config.base import StrictModel
+from sweeper.config.recipe import NAME_PATTERN, Recipe, ResourcesConfig, check_name
 
 # ray://host:port, http(s)://host[:port][/path], or bare host:port (GCS). Host: a name, IPv4 or
 # [IPv6].
@@ -65,20 +66,21 @@ def address_kind(address: str) -> Literal["client", "jobs", "gcs"]:
     )
 
 
-class ClusterConfig(BaseModel):
+class ClusterConfig(StrictModel):
     """Where jobs run: ``local`` (an embedded Ray started by sweeper with a private temp dir; it
     never attaches to a running cluster) or ``ray`` (an existing cluster, by ``address``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["local", "ray"] = Field(description="local | ray.")
     # local
     num_cpus: int | None = Field(
         None, ge=1, description="local: CPUs Ray may use (default: all of this machine's)."
     )
     num_gpus: float = Field(
-        0.0, ge=0.0, description="local: logical GPUs Ray advertises (default 0; no CUDA check)."
+        0.0,
+        ge=0.0,
+        le=1e6,
+        description="local: logical GPUs Ray advertises (default 0; no CUDA check).",
     )
     temp_dir: str | None = Field(
         None, description="local: Ray's temp dir (default: a private dir sweeper creates)."
@@ -102,6 +104,8 @@ class ClusterConfig(BaseModel):
     resources: ResourcesConfig | None = Field(
         None, description="Per-job resources (a recipe's run.resources wins)."
     )
+
+    _name_is_one_component = field_validator("name")(check_name)
 
     @field_validator("address")
     @classmethod

@@ -10,16 +10,25 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sweeper.config.job import check_engine_installed
 from sweeper.config.loader import cluster_from_data, parse_yaml, read_text, recipe_from_data
 from sweeper.errors import InputError
+
+if TYPE_CHECKING:
+    from sweeper.config.recipe import Recipe
 
 
 def validate_path(path: str) -> str:
     """Check any file under ``recipes/`` or ``clusters/`` and return a one-line summary
     (``sweeper validate FILE``); ``InputError`` if it is invalid or not a file sweeper knows.
+    See :func:`validate_file`."""
+    return validate_file(path)[0]
+
+
+def validate_file(path: str) -> tuple[str, Recipe | None]:
+    """Check any file under ``recipes/`` or ``clusters/``: a one-line summary, and the recipe
+    when the file is one; ``InputError`` if it is invalid or not a file sweeper knows.
 
     What a file is, decided in this order:
 
@@ -34,19 +43,18 @@ def validate_path(path: str) -> str:
     """
     text = read_text(path)
     if path.endswith(".sh") or text.startswith("#!"):
-        return _validate_slurm(path, text)
+        return _validate_slurm(path, text), None
     data = parse_yaml(text, path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a recipe or cluster file (a YAML mapping)")
     if "apiVersion" in data:
-        return _validate_kuberay(path, data)
+        return _validate_kuberay(path, data), None
     if "cluster_name" in data and "provider" in data:
-        return _validate_ray_launcher(path, data)
+        return _validate_ray_launcher(path, data), None
     if "kind" in data:
-        return cluster_from_data(data, path).summary()
+        return cluster_from_data(data, path).summary(), None
     recipe = recipe_from_data(data, path)
-    check_engine_installed(recipe.job, path)  # e.g. engine: vllm without vllm installed
-    return recipe.summary()
+    return recipe.summary(), recipe
 
 
 def _validate_slurm(path: str, text: str) -> str:

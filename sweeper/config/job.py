@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sweeper.config.base import StrictModel
 from sweeper.config.loss import LossConfig, PPOClipLoss, parse_loss_config
 from sweeper.errors import InputError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictModel):
+    """Unknown keys are errors; numbers are finite, never booleans (:mod:`.base`)."""
 
 
 # --------------------------------------------------------------------------- policy
@@ -33,10 +34,10 @@ class TinyPolicyConfig(_Strict):
     d_model: int = Field(128, ge=16, le=1024, description="Hidden width.")
     n_head: int = Field(4, ge=1, le=16, description="Attention heads.")
     warm_start_steps: int = Field(
-        600, ge=0, description="Max supervised steps on correct answers before RL."
+        600, ge=0, le=1_000_000, description="Max supervised steps on correct answers before RL."
     )
-    warm_start_lr: float = Field(1e-3, gt=0.0, description="Supervised learning rate.")
-    warm_start_batch: int = Field(64, ge=1, description="Supervised batch size.")
+    warm_start_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Supervised learning rate.")
+    warm_start_batch: int = Field(64, ge=1, le=65_536, description="Supervised batch size.")
     warm_start_target: float = Field(
         0.4,
         gt=0.0,
@@ -184,10 +185,11 @@ class EvalConfig(_Strict):
     prompts: int = Field(32, ge=1, description="Held-out prompts per eval.")
     samples: int = Field(8, ge=1, description="Samples n per prompt (for pass@k, mean@n).")
     ks: list[int] = Field(default_factory=lambda: [1, 8], description="k values for pass@k.")
-    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature at eval.")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Sampling temperature at eval.")
     log_samples: int = Field(
         0,
         ge=0,
+        le=10_000,
         description="Eval completions (prompt, response, reward, correct) written per eval step "
         "to the sweep dir's samples/: the first sample of each of the first N prompts, then "
         "the second samples, ... (0 = none).",
@@ -278,6 +280,57 @@ def check_engine_installed(job: object, source: str = "") -> None:
         raise InputError(f"{where}job.engine: vllm is not installed here ({VLLM_INSTALL_HINT})")
 
 
+# --------------------------------------------------------------------------- trace columns
+# The one declaration of what each job kind's trace rows hold (torch-free): the RLVR job builds
+# its rows from it (``sweeper.rl.job.row_keys``), and the checks hold a recipe's objective and
+# constraint metrics to it. A job that gains a column adds it here, or no recipe can name it.
+
+LOSS_METRIC_COLUMNS: tuple[str, ...] = (
+    "clip_low_frac",
+    "clip_high_frac",
+    "dual_clip_frac",
+    "rescued_frac",
+    "cov_selected_frac",
+    "approx_kl",
+)
+"""What every policy loss reports per update (``sweeper.rl.losses.METRIC_KEYS``)."""
+
+TRAIN_COLUMNS: tuple[str, ...] = (
+    "reward_mean",
+    "accuracy",
+    "entropy",
+    *LOSS_METRIC_COLUMNS,
+    "loss",
+    "grad_norm",
+    "response_len",
+)
+"""Measured on train steps (step < steps) by every job kind."""
+
+EVAL_COLUMNS: tuple[str, ...] = ("mean_at_n", "eval_entropy")
+"""Measured on eval steps by every job kind, besides ``pass_at_{k}`` for each k in ``eval.ks``."""
+
+RLVR_TRAIN_COLUMNS: tuple[str, ...] = (
+    *TRAIN_COLUMNS,
+    "time_generate_s",
+    "time_old_logp_s",
+    "time_update_s",
+    "tokens_per_s",
+    # engine vs trainer: |old_logp - engine_logp| over response tokens (NaN for engine: hf)
+    "rollout_logp_diff_mean",
+    "rollout_logp_diff_max",
+)
+"""The RLVR job's train columns: the common ones, its timings and the rollout-engine
+mismatch."""
+
+RLVR_EVAL_COLUMNS: tuple[str, ...] = (*EVAL_COLUMNS, "time_eval_s")
+"""The RLVR job's eval columns besides ``pass_at_{k}``."""
+
+
+def trace_columns(train: tuple[str, ...], evals: tuple[str, ...], ks: list[int]) -> list[str]:
+    """A trace row's columns, in order: ``step``, ``train``, ``pass_at_{k}`` per k, ``evals``."""
+    return ["step", *train, *(f"pass_at_{k}" for k in ks), *evals]
+
+
 # --------------------------------------------------------------------------- jobs
 
 
@@ -301,7 +354,7 @@ class RLVRJob(_JobBase):
     task: TaskConfig = Field(default_factory=AdditionTask)
     prompts_per_step: int = Field(16, ge=1, description="Prompts sampled per step.")
     group_size: int = Field(8, ge=2, description="Responses per prompt (GRPO group).")
-    temperature: float = Field(1.0, gt=0.0, description="Rollout sampling temperature.")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Rollout sampling temperature.")
     max_new_tokens: int = Field(6, ge=1, description="Response length cap (also Dr. GRPO norm).")
     mini_batches: int = Field(
         4, ge=1, description="Optimizer steps per rollout batch; >=2 so clipping can act."
@@ -321,7 +374,10 @@ class RLVRJob(_JobBase):
     )
     ppo_epochs: int = Field(1, ge=1, description="Passes over the rollout batch.")
     lr: float = Field(
-        1e-4, gt=0.0, description="AdamW learning rate (3e-4 is already unstable on `tiny`)."
+        1e-4,
+        gt=0.0,
+        le=1.0,
+        description="AdamW learning rate (3e-4 is already unstable on `tiny`).",
     )
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
@@ -385,6 +441,10 @@ class RLVRJob(_JobBase):
         """False when every update is on-policy (ratio identically 1), so clip knobs do nothing."""
         return self.mini_batches * self.ppo_epochs > 1
 
+    def trace_columns(self) -> list[str]:
+        """Every trace row's columns, in order (see "trace columns" above)."""
+        return trace_columns(RLVR_TRAIN_COLUMNS, RLVR_EVAL_COLUMNS, self.eval.ks)
+
 
 class SyntheticJob(_JobBase):
     """Closed-form traces from the loss parameters (no torch): for testing and benchmarking the
@@ -393,7 +453,9 @@ class SyntheticJob(_JobBase):
 
     kind: Literal["synthetic"] = "synthetic"
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig(every=5))
-    step_seconds: float = Field(0.0, ge=0.0, description="Sleep per step (simulated work).")
+    step_seconds: float = Field(
+        0.0, ge=0.0, le=3600.0, description="Sleep per step (simulated work)."
+    )
     noise: float = Field(0.02, ge=0.0, description="Seed-dependent noise on every metric.")
     seed_noise: float = Field(
         0.0,
@@ -406,6 +468,10 @@ class SyntheticJob(_JobBase):
     @property
     def clipping_can_act(self) -> bool:
         return True
+
+    def trace_columns(self) -> list[str]:
+        """Every trace row's columns, in order (see "trace columns" above)."""
+        return trace_columns(TRAIN_COLUMNS, EVAL_COLUMNS, self.eval.ks)
 
 
 JobConfig = Annotated[RLVRJob | SyntheticJob, Field(discriminator="kind")]

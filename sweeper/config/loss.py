@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+
+from sweeper.config.base import StrictModel
 
 Aggregation = Literal[
     "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
@@ -34,10 +36,11 @@ def knob(default: Any, description: str, *, off_policy: bool, **bounds: Any) -> 
     )
 
 
-class LossParams(BaseModel):
-    """Shared behaviour: frozen, strict about keys, with a helpful message for a stray key."""
+class LossParams(StrictModel):
+    """Shared behaviour: frozen, strict about keys (with a helpful message for a stray key) and
+    about numbers (:mod:`sweeper.config.base`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
     paper: ClassVar[str] = ""
     fixed_agg: ClassVar[str | None] = None
     """The aggregation of a kind that always uses one (no ``agg`` field)."""
@@ -84,7 +87,8 @@ def _eps_high() -> Any:
         0.2,
         "Upper clip: ratio ceiling is 1 + eps_high (`inf` = no clip-high).",
         off_policy=True,
-        ge=0.0,
+        ge=0.0,  # also refuses nan
+        allow_inf_nan=True,
     )
 
 
@@ -209,7 +213,13 @@ class GSPOLoss(LossParams):
     eps_low: float = knob(
         3e-4, "Lower clip on the sequence ratio.", off_policy=True, ge=0.0, le=1.0
     )
-    eps_high: float = knob(4e-4, "Upper clip on the sequence ratio.", off_policy=True, ge=0.0)
+    eps_high: float = knob(
+        4e-4,
+        "Upper clip on the sequence ratio (`inf` = no clip-high).",
+        off_policy=True,
+        ge=0.0,  # also refuses nan
+        allow_inf_nan=True,
+    )
 
 
 LossConfig = Annotated[

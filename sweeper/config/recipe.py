@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.config.base import StrictModel
 from sweeper.config.checks import check_recipe
 from sweeper.config.dotted import assign_dotted
 from sweeper.config.job import JobConfig, RLVRJob
@@ -30,9 +31,22 @@ from sweeper.config.racing import RacingConfig
 from sweeper.config.space import ParamSpec, coerce_param_spec, expand_grid, grid_size
 from sweeper.errors import InputError
 
+MAX_SEEDS = 1000
+"""Most seeds per trial (a count or a list)."""
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""A sweep or cluster name: one path component (no ``..`` either, see :func:`check_name`)."""
+
+
+def check_name(value: str) -> str:
+    """A name that is one safe path component: :data:`NAME_PATTERN` and no ``..``."""
+    if ".." in value:
+        raise ValueError(f"{value!r} must not contain '..' (it names a directory)")
+    return value
+
+
+class _Strict(StrictModel):
+    """Unknown keys are errors; numbers are finite, never booleans (:mod:`.base`)."""
 
 
 class PrunerConfig(_Strict):
@@ -51,12 +65,17 @@ class SearchConfig(_Strict):
     sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = Field(
         "tpe", description="Optuna sampler (kind: optuna)."
     )
-    sampler_seed: int | None = Field(0, description="Seed of the Optuna sampler.")
+    sampler_seed: int | None = Field(
+        0, ge=0, lt=2**32, description="Seed of the Optuna sampler (numpy takes 32 bits)."
+    )
     n_trials: int | None = Field(
         None, ge=1, description="Trials to run (optuna; grid runs every point)."
     )
     seeds: list[int] = Field(
-        default_factory=lambda: [0], min_length=1, description="Seeds per trial (int = count)."
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=MAX_SEEDS,
+        description="Seeds per trial (int = count).",
     )
     max_concurrent: int = Field(4, ge=1, description="Jobs running at once.")
     pruner: PrunerConfig | None = None
@@ -78,8 +97,8 @@ class SearchConfig(_Strict):
     @classmethod
     def _count_means_range(cls, value: object) -> object:
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise ValueError("seeds must be >= 1 (a count) or a list of seeds")
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"seeds must be 1..{MAX_SEEDS} (a count) or a list of seeds")
             return list(range(value))
         return value
 
@@ -91,7 +110,7 @@ class SearchConfig(_Strict):
         return value
 
 
-_SCOPE = re.compile(r"^(last|avg|best|last-(\d+)-avg)$")
+_SCOPE = re.compile(r"^(last|avg|best|last-[1-9][0-9]*-avg)$")
 
 
 class ConstraintConfig(_Strict):
@@ -103,6 +122,14 @@ class ConstraintConfig(_Strict):
     min: float | None = None
     max: float | None = None
     min_ratio: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ConstraintConfig:
+        if self.min is None and self.max is None and self.min_ratio is None:
+            raise ValueError(f"constraint on {self.metric!r}: give min, max or min_ratio")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"constraint on {self.metric!r}: min {self.min} > max {self.max}")
+        return self
 
 
 class ObjectiveConfig(_Strict):
@@ -127,9 +154,19 @@ class ObjectiveConfig(_Strict):
 class ResourcesConfig(_Strict):
     """Resources each job's worker holds (fractional GPUs allowed)."""
 
-    num_cpus: float = Field(1.0, ge=0.0)
-    num_gpus: float = Field(0.0, ge=0.0)
+    num_cpus: float = Field(1.0, ge=0.0, le=1e6)
+    num_gpus: float = Field(0.0, ge=0.0, le=1e6)
     custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("custom")
+    @classmethod
+    def _amounts(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"custom.{name}: a built-in resource; use num_cpus / num_gpus")
+            if not 0.0 <= amount <= 1e6:
+                raise ValueError(f"custom.{name}: {amount} must be in [0, 1e6]")
+        return value
 
 
 class RunConfig(_Strict):
@@ -148,13 +185,15 @@ class RunConfig(_Strict):
 class Recipe(_Strict):
     """A whole sweep."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     job: JobConfig = Field(default_factory=RLVRJob)
     space: dict[str, ParamSpec] = Field(default_factory=dict)
     search: SearchConfig = Field(default_factory=SearchConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    _name_is_one_component = field_validator("name")(check_name)
 
     @field_validator("job", mode="before")
     @classmethod

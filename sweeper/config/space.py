@@ -17,13 +17,17 @@ import itertools
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from sweeper.config.base import INT64_MAX, StrictModel
 
 Scalar = float | int | str | bool | None
 
 
-class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Param(StrictModel):
+    # Grid values may be inf (``loss.eps_high: [0.28, inf]``): each value is then validated
+    # against the job field it is assigned to, which refuses inf where it means nothing.
+    model_config = ConfigDict(frozen=True, allow_inf_nan=True)
 
 
 _P = TypeVar("_P", bound="_Param")
@@ -33,6 +37,9 @@ def _check_values(spec: _P) -> _P:
     values = spec.values  # type: ignore[attr-defined]
     if any(isinstance(v, float) and math.isnan(v) for v in values):
         raise ValueError("values must not contain nan")
+    big = [v for v in values if isinstance(v, int) and not -INT64_MAX <= v <= INT64_MAX]
+    if big:
+        raise ValueError(f"values {big} are out of range (at most 2**63 - 1 in magnitude)")
     if len(set(values)) != len(values):
         raise ValueError(f"values {values} contain duplicates (each would run twice)")
     return spec
@@ -151,10 +158,18 @@ def axis_values(spec: Any) -> list[Any]:
     raise ValueError(f"{spec.type} is a continuous distribution: it has no finite list of values")
 
 
+def axis_length(spec: Any) -> int:
+    """How many values a discrete axis has (computed, never listed: an ``int`` range may be
+    huge)."""
+    if isinstance(spec, IntParam):
+        return (spec.high - spec.low) // spec.step + 1
+    return len(axis_values(spec))
+
+
 def grid_size(space: dict[str, Any]) -> int:
     """Number of points of the full grid over ``space`` (product of the axis lengths; 1 if
     empty). Raises ``ValueError`` if an entry is continuous."""
-    return math.prod(len(axis_values(spec)) for spec in space.values())
+    return math.prod(axis_length(spec) for spec in space.values())
 
 
 def expand_grid(space: dict[str, Any]) -> list[dict[str, Any]]:
@@ -171,8 +186,8 @@ def endpoint_values(spec: Any) -> list[Any]:
     if isinstance(spec, GridParam | ChoiceParam):
         return list(spec.values)
     if isinstance(spec, IntParam):
-        vals = axis_values(spec)
-        return [vals[0], vals[-1]] if len(vals) > 1 else vals
+        last = spec.low + (axis_length(spec) - 1) * spec.step
+        return [spec.low, last] if last != spec.low else [spec.low]
     return [spec.low, spec.high]
 
 

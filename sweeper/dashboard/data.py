@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from sweeper.config.recipe import ObjectiveConfig, Recipe
 from sweeper.rank import objective_of, param_keys_of, rank
-from sweeper.store import RUNS_PARQUET, TRACE_KEYS, TRACES_DIR, TRIALS_PARQUET, SweepStore
+from sweeper.store import RUNS_PARQUET, TRACE_KEYS, TRACES_DIR, TRIALS_PARQUET, SweepStore, damaged
 from sweeper.store import decode_param as _decode
 
 log = logging.getLogger(__name__)
@@ -370,10 +370,14 @@ def param_importance(
 
 def _read_part(store: SweepStore, name: str, wanted: Callable[[str], bool] | None) -> pa.Table:
     """One trace part file, all columns or those for which ``wanted`` is true."""
-    part = pq.ParquetFile(pa.BufferReader(store.read_bytes(f"{TRACES_DIR}/{name}")))
-    names = part.schema_arrow.names
-    columns = names if wanted is None else [c for c in names if c in TRACE_KEYS or wanted(c)]
-    return part.read(columns=columns, use_threads=False)
+    rel = f"{TRACES_DIR}/{name}"
+    try:
+        part = pq.ParquetFile(pa.BufferReader(store.read_bytes(rel)))
+        names = part.schema_arrow.names
+        columns = names if wanted is None else [c for c in names if c in TRACE_KEYS or wanted(c)]
+        return part.read(columns=columns, use_threads=False)
+    except (OSError, pa.ArrowException) as err:  # a damaged part: one line naming it
+        raise damaged(store, rel, err) from None
 
 
 def _frame(tables: list[pa.Table]) -> pd.DataFrame:

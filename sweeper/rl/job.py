@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sweeper.config.job import SAMPLES_KEY, RLVRJob
+from sweeper.config.job import RLVR_EVAL_COLUMNS, RLVR_TRAIN_COLUMNS, SAMPLES_KEY, RLVRJob
 from sweeper.config.messages import describe_validation_error
 from sweeper.errors import InputError
 from sweeper.rl.advantages import group_advantages
@@ -77,25 +77,12 @@ __all__ = [
     "validate_job",
 ]
 
-TRAIN_KEYS: tuple[str, ...] = (
-    "reward_mean",
-    "accuracy",
-    "entropy",
-    *METRIC_KEYS,  # clip/rescue/cov fractions and approx_kl, from the loss
-    "loss",
-    "grad_norm",
-    "response_len",
-    "time_generate_s",
-    "time_old_logp_s",
-    "time_update_s",
-    "tokens_per_s",
-    # engine vs trainer: |old_logp - engine_logp| over response tokens (NaN for engine: hf)
-    "rollout_logp_diff_mean",
-    "rollout_logp_diff_max",
-)
+# The row's columns are declared once, torch-free, in sweeper.config.job (the checks hold a
+# recipe's objective to them); a new column is added there.
+TRAIN_KEYS: tuple[str, ...] = RLVR_TRAIN_COLUMNS
 """Columns measured on train steps (s < steps)."""
 
-EVAL_KEYS: tuple[str, ...] = ("mean_at_n", "eval_entropy", "time_eval_s")
+EVAL_KEYS: tuple[str, ...] = RLVR_EVAL_COLUMNS
 """Columns measured on eval steps, besides ``pass_at_{k}`` for each k in ``eval.ks``."""
 
 # Logit elements per no-grad forward chunk (old log-probs, eval entropy): bounds memory for
@@ -128,9 +115,10 @@ def validate_job(job: dict[str, Any] | RLVRJob) -> RLVRJob:
 
 
 def row_keys(job: RLVRJob) -> list[str]:
-    """Every row's metric keys, in order: ``step``, the train columns, ``pass_at_{k}``, eval
-    columns. (An eval row of a job with ``eval.log_samples`` also carries ``SAMPLES_KEY``.)"""
-    return ["step", *TRAIN_KEYS, *(f"pass_at_{k}" for k in job.eval.ks), *EVAL_KEYS]
+    """Every row's keys, in order: ``step``, the train columns, ``pass_at_{k}``, eval columns
+    (:meth:`RLVRJob.trace_columns`). (An eval row of a job with ``eval.log_samples`` also
+    carries ``SAMPLES_KEY``, which the controller takes out.)"""
+    return job.trace_columns()
 
 
 def _resolve_device(name: str) -> torch.device:

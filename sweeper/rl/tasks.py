@@ -46,7 +46,6 @@ and in the recipe: ``task: {kind: user, fn: "mytask:make", args: {}}``.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import random
 import re
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sweeper.config.job import AdditionTask, FileTask, RandomRewardTask, TaskConfig, UserTask
+from sweeper.config.task_files import read_task_rows
 from sweeper.errors import InputError
 from sweeper.seeding import derive_seed
 
@@ -307,23 +307,12 @@ class RandomReward(AdditionVerifier):
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise InputError(f"task.path: {path}:{lineno}: not valid JSON ({err})") from err
-        return rows
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise InputError(f"task.path: {path}: expected a .jsonl or .parquet file")
+    # The file format is read in one place, torch-free, shared with the preflight.
+    rows = read_task_rows(path)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"task.path: {path}: row {i} is a {type(row).__name__}, not a record")
+    return rows
 
 
 class FileQATask:
@@ -352,8 +341,6 @@ class FileQATask:
         self.verifier = verifier
         self._gold: dict[str, list[Any]] = {}  # reference text -> parsed (math_verify)
         self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise InputError(f"task.path: file not found: {self.path}")
         rows = _read_rows(self.path)
         problems = []
         for i, row in enumerate(rows):
