@@ -46,7 +46,10 @@ def status_view(status: dict[str, Any], job: JobReport | None = None) -> Rendera
     total = status.get("total_trials") or max(finished + counts.get("RUNNING", 0), 1)
     head = Text.assemble(
         (f"{status.get('sweep', '?')} ", "bold"),
-        (f"[{status.get('state', '?')}]  ", "bold red" if status.get("state") == "FAILED" else "cyan"),
+        (
+            f"[{status.get('state', '?')}]  ",
+            "bold red" if status.get("state") == "FAILED" else "cyan",
+        ),
         f"trials {finished}/{total} done · ",
         (f"{counts.get('RUNNING', 0)} running", "yellow"),
         " · ",

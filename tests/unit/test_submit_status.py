@@ -236,9 +236,7 @@ def test_status_of_a_pending_job_says_since_when(sweep: SweepStore, jobs: dict[s
     assert jobs["client"].calls == ["info sw"]  # no logs for a job that did not fail
 
 
-def test_a_job_the_cluster_does_not_know_is_failed(
-    sweep: SweepStore, jobs: dict[str, Any]
-) -> None:
+def test_a_job_the_cluster_does_not_know_is_failed(sweep: SweepStore, jobs: dict[str, Any]) -> None:
     sweep.write_json(SUBMISSION_JSON, {**SUBMISSION, "submission_id": "gone"})
     jobs["client"] = FakeJobs("RUNNING")
     result = runner.invoke(app, ["status", sweep.uri])
