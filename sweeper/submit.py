@@ -10,7 +10,9 @@ the client's code; its dependencies come from the cluster's image or the cluster
 ``status``/``watch``/``stop``/``rank``/``export`` need only the sweep dir, which must therefore be
 reachable from the head node *and* from where you run those commands (``s3://...`` or a shared
 file system). ``submit_resume`` submits the controller of an existing sweep dir again (after its
-controller ended: killed, stopped, failed).
+controller ended: killed, stopped, failed). submission.json records each submission; when the
+sweep dir looks stale, ``status``/``watch``/``submit --wait`` ask the Jobs API about the job
+through it (:mod:`sweeper.jobstate`).
 
 Ray token auth (``RAY_AUTH_MODE=token``, on by default in Ray 2.60): the client sends the token
 held in the variable named by the cluster file's ``auth_token_env`` (default ``RAY_AUTH_TOKEN``)

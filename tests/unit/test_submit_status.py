@@ -283,3 +283,14 @@ def test_an_unreachable_jobs_api_is_one_line_and_not_failed(sweep: SweepStore) -
     lines = [line for line in result.output.splitlines() if "cannot ask" in line]
     assert len(lines) == 1 and f"http://127.0.0.1:{port}" in lines[0]
     assert "FAILED" not in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf"])
+def test_a_bad_wait_timeout_is_one_line_and_exit_2(tmp_path: Path, value: str) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    result = runner.invoke(app, ["submit", str(recipe), "--wait", "--timeout", value])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--timeout" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing written
