@@ -294,3 +294,31 @@ def test_a_bad_wait_timeout_is_one_line_and_exit_2(tmp_path: Path, value: str) -
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "--timeout" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing written
+
+
+def test_a_controller_that_died_mid_sweep_is_failed(
+    sweep: SweepStore, jobs: dict[str, Any]
+) -> None:
+    """status.json says running, written long ago; the job (its driver SIGKILLed) FAILED."""
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=STALE_SECONDS * 10)).isoformat()
+    counts = {"COMPLETE": 2, "RUNNING": 1}
+    sweep.write_status({"sweep": "sw", "state": "running", "counts": counts, "updated_at": old})
+    jobs["client"] = FakeJobs("FAILED", logs="Killed\n", message="Job entrypoint failed")
+    result = runner.invoke(app, ["status", sweep.uri])
+    assert result.exit_code == 1, result.output
+    assert "[FAILED]" in result.output and "2 complete" in result.output
+    assert "  Killed" in result.output
+
+
+def test_a_resubmitted_sweep_asks_about_the_new_job(
+    sweep: SweepStore, jobs: dict[str, Any]
+) -> None:
+    """`resume --address` after a stop: status.json still says stopped, from before the new
+    submission, so the new job is asked about (pending: a note, exit 0)."""
+    sweep.write_status(
+        {"sweep": "sw", "state": "stopped", "counts": {}, "updated_at": "2026-01-01T00:00:00+00:00"}
+    )
+    jobs["client"] = FakeJobs("PENDING", message="Job has not started yet.")
+    result = runner.invoke(app, ["status", sweep.uri])
+    assert result.exit_code == 0, result.output
+    assert "[stopped]" in result.output and "controller job sw is PENDING" in result.output
