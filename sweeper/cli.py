@@ -150,28 +150,92 @@ def submit(
     address: AddressOpt = None,
     overrides: SetOpt = None,
     storage: StorageOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait until the controller has written its first status.json (exit 1 if its "
+            "job fails or --timeout passes first).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=86400.0, help="Seconds --wait waits at most.")
+    ] = 300.0,
 ) -> None:
-    """Submit a sweep to a Ray cluster as a Ray Job; returns at once."""
+    """Submit a sweep to a Ray cluster as a Ray Job; returns at once (or, with --wait, once its
+    controller runs)."""
     from sweeper.submit import submit_sweep
 
     info = submit_sweep(recipe, overrides, storage, cluster, address)
     console.print(f"submitted [bold]{info['submission_id']}[/bold] to {info['address']}")
     console.print(f"sweep dir: {info['sweep_dir']}", soft_wrap=True)
+    if wait:
+        _wait_for_controller(info, timeout)
     console.print(f"follow it: sweeper watch {info['sweep_dir']}", soft_wrap=True)
+
+
+def _wait_for_controller(info: dict[str, Any], timeout: float) -> None:
+    """``submit --wait``: a spinner until the controller's first status.json (returns), its
+    job's failure or the timeout (both: what is known, exit 1)."""
+    from sweeper.jobstate import JobReport, report_lines, wait_for_controller
+    from sweeper.store import SweepStore
+    from sweeper.view import job_view
+
+    store = SweepStore.open(info["sweep_dir"])
+    what = f"waiting for the controller of {info['submission_id']} to start"
+
+    with console.status(what) as spinner:
+
+        def progress(report: JobReport | None, elapsed: float) -> None:
+            known = f" — {report_lines(report)[0]}" if report is not None else ""
+            spinner.update(Text(f"{what} ({elapsed:.0f} s){known}"))
+
+        done = wait_for_controller(store, timeout, on_report=progress)
+    if done.outcome == "started":
+        console.print(
+            f"controller started ({done.status.get('state')}) after {done.waited:.0f} s: "
+            f"{store.uri}/status.json",
+            soft_wrap=True,
+        )
+        return
+    if done.outcome == "failed" and done.report is not None:
+        err_console.print(job_view(done.report), soft_wrap=True)
+        raise typer.Exit(1)
+    known = report_lines(done.report)[0] if done.report is not None else "status.json unchanged"
+    err_console.print(
+        Text(
+            f"timed out after {timeout:g} s waiting for the controller's first status.json: "
+            f"{known}. The job was left as it is; `sweeper watch {store.uri}` follows it.",
+            style="red",
+        ),
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()
 @handles_input_errors
 def status(sweep: Annotated[str, typer.Argument(help="Sweep dir (path or URI).")]) -> None:
-    """Print a sweep's current status."""
+    """Print a sweep's current status. A submitted sweep whose status.json looks stale is
+    checked with the cluster's Jobs API: a failed controller job prints FAILED with its last
+    log lines and exits 1."""
+    from sweeper.jobstate import check_job
     from sweeper.sweeps import open_sweep
     from sweeper.view import status_view
 
     store = open_sweep(sweep)
     st = store.read_status()
-    if not st:
+    job = check_job(store, st)
+    if not st and job is None:
         raise InputError(f"{store.uri}: no status.json yet (has the sweep started?)")
-    console.print(status_view(st))
+    view = status_view(st or {"sweep": store.name, "state": "submitted"}, job=job)
+    console.print(view, soft_wrap=True)  # log lines whole, not folded to the pipe's 80 columns
+    if job is not None and job.failed:
+        raise typer.Exit(1)
+
+
+WATCH_JOB_SECONDS = 5.0
+"""``watch`` asks the Jobs API about a stale submitted sweep at most this often."""
 
 
 @app.command()
@@ -182,19 +246,31 @@ def watch(
         float, typer.Option(min=0.05, max=3600.0, help="Seconds between refreshes.")
     ] = 2.0,
 ) -> None:
-    """Follow a sweep live until it ends."""
+    """Follow a sweep live until it ends (exit 1 if its submitted controller job fails)."""
+    from sweeper.jobstate import check_job, is_stale, read_submission
     from sweeper.sweeps import open_sweep
     from sweeper.view import status_view
 
     store = open_sweep(sweep)
     store.read_status()  # a damaged status.json is one line here, not a broken live view
+    job = None
+    asked = -float("inf")
     with Live(console=console, refresh_per_second=4) as live:
         while True:
             st = store.read_status() or {"sweep": store.name, "state": "starting"}
-            live.update(status_view(st))
-            if st.get("state") not in ("running", "starting", "submitted"):
+            if time.monotonic() - asked >= max(interval, WATCH_JOB_SECONDS):
+                job, asked = check_job(store, st), time.monotonic()
+            elif job is not None and not is_stale(st, read_submission(store)):
+                job = None
+            live.update(status_view(st, job=job))
+            if job is not None and job.failed:
+                break
+            active = st.get("state") in ("running", "starting", "submitted")
+            if not active and (job is None or job.state in ("SUCCEEDED", "UNREACHABLE")):
                 break
             time.sleep(interval)
+    if job is not None and job.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -10,7 +10,9 @@ the client's code; its dependencies come from the cluster's image or the cluster
 ``status``/``watch``/``stop``/``rank``/``export`` need only the sweep dir, which must therefore be
 reachable from the head node *and* from where you run those commands (``s3://...`` or a shared
 file system). ``submit_resume`` submits the controller of an existing sweep dir again (after its
-controller ended: killed, stopped, failed).
+controller ended: killed, stopped, failed). submission.json records each submission; when the
+sweep dir looks stale, ``status``/``watch``/``submit --wait`` ask the Jobs API about the job
+through it (:mod:`sweeper.jobstate`).
 
 Ray token auth (``RAY_AUTH_MODE=token``, on by default in Ray 2.60): the client sends the token
 held in the variable named by the cluster file's ``auth_token_env`` (default ``RAY_AUTH_TOKEN``)
@@ -70,22 +72,30 @@ def dashboard_url(address: str) -> str:
     return f"http://{host}:8265"
 
 
-def auth_headers(cluster: ClusterConfig | None = None) -> dict[str, str]:
+def auth_headers(
+    cluster: ClusterConfig | None = None, token_env: str | None = None
+) -> dict[str, str]:
     """``{"Authorization": "Bearer <token>"}`` with the cluster's token
-    (:func:`~sweeper.config.cluster.read_auth_token`), or ``{}`` (Ray's own token lookup then
-    applies)."""
-    token = read_auth_token(cluster)
+    (:func:`~sweeper.config.cluster.read_auth_token`; ``token_env`` names the variable instead
+    of a cluster file), or ``{}`` (Ray's own token lookup then applies)."""
+    if token_env is not None:
+        token = os.environ.get(token_env, "").strip() or None
+    else:
+        token = read_auth_token(cluster)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def job_client(address: str, cluster: ClusterConfig | None = None) -> Any:
-    """A ``JobSubmissionClient`` for the cluster's Jobs API; ``InputError`` (one line) if it
+def job_client(
+    address: str, cluster: ClusterConfig | None = None, token_env: str | None = None
+) -> Any:
+    """A ``JobSubmissionClient`` for the cluster's Jobs API (the token from ``cluster``'s
+    ``auth_token_env``, or from the variable ``token_env``); ``InputError`` (one line) if it
     cannot be reached or refuses the token."""
     from ray.job_submission import JobSubmissionClient
 
     url = dashboard_url(address)
     try:
-        return JobSubmissionClient(url, headers=auth_headers(cluster) or None)
+        return JobSubmissionClient(url, headers=auth_headers(cluster, token_env) or None)
     except Exception as exc:
         raise InputError(f"cannot reach the Ray cluster at {url}: {_first_line(exc)}") from exc
 
@@ -159,12 +169,19 @@ def _job_exists(client: Any, submission_id: str) -> bool:
     return True
 
 
-def _record_submission(store: Any, submission_id: str, url: str) -> None:
+def _record_submission(
+    store: Any, submission_id: str, url: str, cluster: ClusterConfig | None
+) -> None:
+    """submission.json: the latest job id, the Jobs API URL, the name (never the value) of the
+    variable holding the cluster's token, and every submission with its time (what
+    :mod:`sweeper.jobstate` reads to ask the cluster about a stale sweep)."""
     previous = store.read_json(SUBMISSION_JSON) or {}
     history = [*previous.get("submissions", []), {"id": submission_id, "at": now_iso()}]
-    store.write_json(
-        SUBMISSION_JSON, {"submission_id": submission_id, "address": url, "submissions": history}
-    )
+    record: dict[str, Any] = {"submission_id": submission_id, "address": url}
+    token_env = cluster.auth_token_env if cluster is not None else previous.get("auth_token_env")
+    if token_env:
+        record["auth_token_env"] = token_env
+    store.write_json(SUBMISSION_JSON, {**record, "submissions": history})
 
 
 def submit_sweep(
@@ -220,7 +237,7 @@ def submit_sweep(
             f"submission of {submission_id} to {url} failed: {_first_line(exc)} "
             f"(sweep dir {store.uri} kept; `sweeper resume {store.uri} --address {url}` retries)"
         ) from exc
-    _record_submission(store, submission_id, url)
+    _record_submission(store, submission_id, url, cluster)
     return {"submission_id": submission_id, "address": url, "sweep_dir": store.uri}
 
 
@@ -266,5 +283,5 @@ def submit_resume(sweep: str, cluster_path: str | None, address: str | None) -> 
         raise InputError(
             f"submission of {submission_id} to {url} failed: {_first_line(exc)}"
         ) from exc
-    _record_submission(store, submission_id, url)
+    _record_submission(store, submission_id, url, cluster)
     return {"submission_id": submission_id, "address": url, "sweep_dir": store.uri}

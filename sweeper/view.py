@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from sweeper.jobstate import JobReport
 
 
 def _fmt(value: Any) -> str:
@@ -20,14 +23,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def status_view(status: dict[str, Any]) -> RenderableType:
-    """Header (state, counts, best so far), a trials progress bar and the running jobs."""
+def job_view(report: JobReport) -> Text:
+    """What the Jobs API said about a stale sweep's controller job
+    (:func:`sweeper.jobstate.report_lines`): a failure in red with the driver's last log lines,
+    anything else as a dim note."""
+    from sweeper.jobstate import report_lines
+
+    lines = report_lines(report)
+    if report.failed:
+        return Text.assemble((lines[0], "bold red"), *("\n" + line for line in lines[1:]))
+    return Text("\n".join(lines), style="yellow" if report.state == "UNREACHABLE" else "dim")
+
+
+def status_view(status: dict[str, Any], job: JobReport | None = None) -> RenderableType:
+    """Header (state, counts, best so far), a trials progress bar and the running jobs; with
+    ``job`` (a stale submitted sweep, :func:`sweeper.jobstate.check_job`) what the Jobs API said
+    under it, and FAILED as the state when the controller job failed."""
+    if job is not None and job.failed:
+        status = {**status, "state": "FAILED"}
     counts = status.get("counts", {})
     finished = sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
     total = status.get("total_trials") or max(finished + counts.get("RUNNING", 0), 1)
     head = Text.assemble(
         (f"{status.get('sweep', '?')} ", "bold"),
-        (f"[{status.get('state', '?')}]  ", "cyan"),
+        (
+            f"[{status.get('state', '?')}]  ",
+            "bold red" if status.get("state") == "FAILED" else "cyan",
+        ),
         f"trials {finished}/{total} done · ",
         (f"{counts.get('RUNNING', 0)} running", "yellow"),
         " · ",
@@ -73,6 +95,8 @@ def status_view(status: dict[str, Any]) -> RenderableType:
     if pending:
         parts.append(Text(f"{pending} jobs queued", style="dim"))
     parts.append(Text(f"updated {status.get('updated_at', '?')}", style="dim"))
+    if job is not None:
+        parts.append(job_view(job))
     return Group(*parts)
 
 
