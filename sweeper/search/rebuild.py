@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from sweeper.store import SweepStore
 
 NEVER_RECORDED = "interrupted: the controller ended before it recorded this trial"
-RECOVERED_EARLIER = "interrupted: controller ended; rerun as a new trial"
+RERUN_REASON = "interrupted: controller ended; rerun as a new trial"
+"""Why a resume closed a trial (as trials.parquet says it too)."""
 _PRUNED_AT = re.compile(r"pruned at step (-?\d+)")
 _MISSING = object()
 
@@ -152,7 +153,7 @@ def _match_reruns(entries: dict[int, _Entry]) -> None:
             if stack:
                 rerun = stack.pop()  # the nearest later trial with these params
                 entries[rerun].user_attrs[ATTR_RERUN_OF] = n
-                reason = e.user_attrs.get(ATTR_ERROR) or RECOVERED_EARLIER
+                reason = e.user_attrs.get(ATTR_ERROR) or RERUN_REASON
                 e.state = "FAIL"
                 e.user_attrs[ATTR_RECOVERED] = reason
                 e.user_attrs[ATTR_ERROR] = reason

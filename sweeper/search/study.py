@@ -47,7 +47,7 @@ from sweeper.search.attrs import (
 from sweeper.search.distributions import suggest
 from sweeper.search.mirror import StudyMirror
 from sweeper.search.pruners import make_pruner
-from sweeper.search.rebuild import rebuild_trials
+from sweeper.search.rebuild import RERUN_REASON, rebuild_trials
 from sweeper.search.samplers import make_sampler
 from sweeper.search.storage import make_storage, storage_url
 
@@ -318,7 +318,7 @@ class Search:
 
     # ------------------------------------------------------------------ resume
 
-    def recover(self, reason: str = "controller stopped while the trial ran") -> list[int]:
+    def recover(self, reason: str = RERUN_REASON) -> list[int]:
         """After a controller restart (before the first ask): mark every RUNNING trial FAIL
         (user attrs ``sweeper_recovered`` and ``error`` = ``reason``) and enqueue its params
         again (user attr ``sweeper_rerun_of``), so it runs again under a new trial number.
