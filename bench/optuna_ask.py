@@ -68,7 +68,9 @@ def finished_trials(r: Recipe, n: int, steps: int = 20) -> list[Any]:
 
 
 def ask_ms(r: Recipe, n: int, asks: int, storage: Any = None) -> float:
-    study = optuna.create_study(storage=storage, direction="maximize", sampler=make_sampler(r.search))
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=make_sampler(r.search)
+    )
     study.add_trials(finished_trials(r, n))
     times = []
     for _ in range(asks):
@@ -132,7 +134,9 @@ def main() -> None:
             print(f"{name:8} {n:7d} {mem:10.1f} {sql:>9}", flush=True)
     n = sizes[-1]
     r = recipe("tpe", n + args.asks + 1)
-    print(f"\ncontroller blocked in ask() (ms, median), TPE at {n} trials, {args.job_ms:.0f} ms jobs:")
+    print(
+        f"\ncontroller blocked in ask() (ms, median), TPE at {n} trials, {args.job_ms:.0f} ms jobs:"
+    )
     for ahead in (False, True):
         label = "ask-ahead" if ahead else "no ask-ahead"
         print(f"  {label:12} {blocked_ms(r, n, args.asks, args.job_ms, ahead):8.1f}", flush=True)

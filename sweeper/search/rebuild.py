@@ -128,7 +128,9 @@ def _from_row(n: int, row: dict[str, Any], dists: dict[str, Any], seeds: list[in
     racing = _text(row.get(ATTR_RACING))
     if racing is not None:
         e.user_attrs[ATTR_RACING] = racing
-    e.interrupted = state == "RUNNING" or (state == "FAIL" and (error or "").startswith(INTERRUPTED))
+    e.interrupted = state == "RUNNING" or (
+        state == "FAIL" and (error or "").startswith(INTERRUPTED)
+    )
     if params is None:  # params lost (a filler recorded by an earlier resume): stays a filler
         e.state, e.interrupted = "FAIL", False
         e.user_attrs.setdefault(ATTR_ERROR, NEVER_RECORDED)

@@ -76,9 +76,7 @@ class Search:
     the ask-ahead and mirror threads beside it). Parameter names in the study are the recipe's
     dotted keys (``loss.eps_low``)."""
 
-    def __init__(
-        self, recipe: Recipe, study: optuna.Study, ask_ahead: bool = False
-    ) -> None:
+    def __init__(self, recipe: Recipe, study: optuna.Study, ask_ahead: bool = False) -> None:
         from optuna.trial import Trial, TrialState
 
         self.recipe = recipe
@@ -227,10 +225,10 @@ class Search:
         """Start asking one trial, if the search has one left (the budget is taken here)."""
         if self._waiting > 0:
             self._waiting -= 1  # Optuna hands out an enqueued trial first
-        elif self.recipe.search.kind == "grid":
-            return None
-        elif self._counted >= int(self.recipe.search.n_trials or 0):
-            return None
+        elif self.recipe.search.kind == "grid" or self._counted >= int(
+            self.recipe.search.n_trials or 0
+        ):
+            return None  # grid: nothing enqueued left; optuna: the budget is spent
         if not self._ask_ahead:
             done: Future[Asked] = Future()
             done.set_result(self._ask_now())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import math
 import os
 import secrets
 import shutil
@@ -245,7 +244,10 @@ def test_postgresql_mirror_holds_every_trial_across_a_resume(
         assert t.state.name == row["state"], number
         if row["state"] == "COMPLETE":
             assert t.value == pytest.approx(row["value"])
-            assert t.params == {"loss.eps_low": row["loss.eps_low"], "loss.eps_high": row["loss.eps_high"]}
+            assert t.params == {
+                "loss.eps_low": row["loss.eps_low"],
+                "loss.eps_high": row["loss.eps_high"],
+            }
             assert sorted(t.intermediate_values) == list(range(0, STEPS + 1, EVERY))
         else:
             assert "interrupted" in t.user_attrs["error"]

@@ -54,17 +54,21 @@ class Book:
         """Two seeds; seed 1's first attempt dies at step 4 (its values differ), the retry
         runs through. ``fate``: COMPLETE, PRUNED (pruned at step 4), FAIL, RUNNING (left
         running: the controller is killed), LOST (never written to trials.parquet)."""
-        steps = range(0, len(curve) * 2, 2)
+        steps = list(range(0, len(curve) * 2, 2))
         per: dict[int, dict[int, float]] = {}
         for seed in (0, 1):
             values = [v + 0.01 * seed for v in curve]
             if seed == 1:
-                died = [{"step": s, "mean_at_n": v + 0.5} for s, v in zip(steps, values) if s <= 4]
+                died = [
+                    {"step": s, "mean_at_n": v + 0.5}
+                    for s, v in zip(steps, values, strict=True)
+                    if s <= 4
+                ]
                 self.store.append_trace(number, seed, 1, died)
                 self.runs.append({"trial": number, "seed": seed, "attempt": 1, "state": "FAIL"})
                 for r in died:
                     per.setdefault(r["step"], {})[seed] = r["mean_at_n"]
-            rows = [{"step": s, "mean_at_n": v} for s, v in zip(steps, values)]
+            rows = [{"step": s, "mean_at_n": v} for s, v in zip(steps, values, strict=True)]
             attempt = 2 if seed == 1 else 1
             self.store.append_trace(number, seed, attempt, rows)
             state = "RUNNING" if fate in ("RUNNING", "LOST") else "COMPLETE"
@@ -111,7 +115,9 @@ def test_rebuild_matches_the_live_study(tmp_path: Path) -> None:
         book.run(number, params, curve, fate)
     before = {t["number"]: t for t in live.trials()}
     assert before[3]["state"] == "PRUNED" and before[3]["intermediate_values"] == {
-        0: pytest.approx(0.355), 2: pytest.approx(0.355), 4: pytest.approx(0.355)
+        0: pytest.approx(0.355),
+        2: pytest.approx(0.355),
+        4: pytest.approx(0.355),
     }
     live.close()
 
@@ -201,7 +207,9 @@ def test_rerun_chains_are_matched(tmp_path: Path) -> None:
     search = Search.for_sweep(recipe, store, resume=True)
     t = {x["number"]: x for x in search.trials()}
     assert [t[n]["state"] for n in range(4)] == ["FAIL", "RUNNING", "FAIL", "COMPLETE"]
-    assert t[2]["user_attrs"]["sweeper_rerun_of"] == 0 and t[3]["user_attrs"]["sweeper_rerun_of"] == 2
+    assert (
+        t[2]["user_attrs"]["sweeper_rerun_of"] == 0 and t[3]["user_attrs"]["sweeper_rerun_of"] == 2
+    )
     assert "sweeper_recovered" in t[0]["user_attrs"] and search.n_counted() == 2
     assert search.recover() == [1]
     search.close()
