@@ -8,16 +8,75 @@ none for a remote sweep dir without ``run.optuna_storage``.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sweeper.errors import InputError
+from sweeper.search.attrs import ATTR_PARAM_KEYS, ATTR_SEARCH
+from sweeper.search.pruners import make_pruner
+from sweeper.search.samplers import make_sampler
 from sweeper.store import SweepStore
 
 if TYPE_CHECKING:
     import optuna
 
     from sweeper.config.recipe import Recipe
+
+
+def direction(recipe: Recipe) -> Literal["maximize", "minimize"]:
+    """The study direction of ``objective.mode``."""
+    return "maximize" if recipe.objective.mode == "max" else "minimize"
+
+
+def memory_study(recipe: Recipe, trials: list[Any]) -> optuna.Study:
+    """A new in-memory study holding ``trials`` (FrozenTrials numbered 0..n-1, e.g. rebuilt),
+    its sampler seeded for that many trials, the sweeper study attrs set."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(
+        study_name=recipe.name,
+        direction=direction(recipe),
+        sampler=make_sampler(recipe.search, len(trials)),
+        pruner=make_pruner(recipe.search.pruner, recipe.job.steps),
+    )
+    for t in trials:
+        study._storage.create_new_trial(study._study_id, template_trial=t)
+    study.set_user_attr(ATTR_SEARCH, recipe.search.kind)
+    study.set_user_attr(ATTR_PARAM_KEYS, recipe.param_keys())
+    return study
+
+
+def load_study(recipe: Recipe, url: str, name: str) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``, created if absent; one whose direction or
+    searched keys differ from the recipe's is an ``InputError``."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(
+        storage=make_storage(url),
+        study_name=name,
+        direction=direction(recipe),
+        sampler=make_sampler(recipe.search),
+        pruner=make_pruner(recipe.search.pruner, recipe.job.steps),
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != direction(recipe):
+        raise InputError(
+            f"study {name!r} in {url} exists with direction "
+            f"{study.direction.name.lower()}, but objective.mode is {recipe.objective.mode}"
+        )
+    keys = study.user_attrs.get(ATTR_PARAM_KEYS)
+    if keys is not None and keys != recipe.param_keys():
+        raise InputError(
+            f"study {name!r} in {url} searches {keys}, but the recipe's space "
+            f"is {recipe.param_keys()}: use a new sweep name"
+        )
+    if keys is None:
+        study.set_user_attr(ATTR_SEARCH, recipe.search.kind)
+        study.set_user_attr(ATTR_PARAM_KEYS, recipe.param_keys())
+    return study
 
 
 def storage_url(recipe: Recipe, store: SweepStore) -> str | None:

@@ -28,28 +28,22 @@ package; a missing one is an ``InputError`` naming it.)
 
 from __future__ import annotations
 
-import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from sweeper.config.space import expand_grid
-from sweeper.errors import InputError
 from sweeper.search.attrs import (
     ATTR_ERROR,
     ATTR_GRID_ENQUEUED,
-    ATTR_PARAM_KEYS,
     ATTR_PRUNED_VALUE,
     ATTR_RECOVERED,
     ATTR_RERUN_OF,
-    ATTR_SEARCH,
 )
 from sweeper.search.distributions import suggest
 from sweeper.search.mirror import StudyMirror
-from sweeper.search.pruners import make_pruner
 from sweeper.search.rebuild import RERUN_REASON, rebuild_trials
-from sweeper.search.samplers import make_sampler
-from sweeper.search.storage import make_storage, storage_url
+from sweeper.search.storage import direction, load_study, memory_study, storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -63,10 +57,6 @@ Asked = tuple["optuna.trial.Trial", dict[str, Any]]
 
 def _point_key(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
-
-
-def _direction(recipe: Recipe) -> Literal["maximize", "minimize"]:
-    return "maximize" if recipe.objective.mode == "max" else "minimize"
 
 
 class Search:
@@ -104,20 +94,7 @@ class Search:
         sweep dir (:func:`~sweeper.search.rebuild.rebuild_trials`). Mirrored into
         :func:`~sweeper.search.storage.storage_url` when there is one (a mirror study that
         belongs to another sweep, or differs in direction or space, is an ``InputError``)."""
-        import optuna
-
-        optuna.logging.set_verbosity(logging.WARNING)
-        trials = rebuild_trials(recipe, store) if resume else []
-        study = optuna.create_study(
-            study_name=recipe.name,
-            direction=_direction(recipe),
-            sampler=make_sampler(recipe.search, len(trials)),
-            pruner=make_pruner(recipe.search.pruner, recipe.job.steps),
-        )
-        for t in trials:
-            study._storage.create_new_trial(study._study_id, template_trial=t)
-        study.set_user_attr(ATTR_SEARCH, recipe.search.kind)
-        study.set_user_attr(ATTR_PARAM_KEYS, recipe.param_keys())
+        study = memory_study(recipe, rebuild_trials(recipe, store) if resume else [])
         search = cls(recipe, study, ask_ahead=True)
         if recipe.search.kind == "grid" and not resume:
             search._enqueue_grid()
@@ -126,7 +103,7 @@ class Search:
         url = storage_url(recipe, store)
         if url is not None:
             search.mirror = StudyMirror(
-                url, recipe.name, _direction(recipe), dict(study.user_attrs),
+                url, recipe.name, direction(recipe), dict(study.user_attrs),
                 search._mirror_view, fresh=not resume,
             )  # fmt: skip
             search.mirror.start()
@@ -138,33 +115,8 @@ class Search:
         """A study kept in the Optuna storage ``storage_url`` (no ask-ahead, no mirror):
         created, or loaded if it exists. A grid's points are enqueued once per study: on
         creation, or on a load that finds the enqueue unfinished, only the missing points."""
-        import optuna
-
-        optuna.logging.set_verbosity(logging.WARNING)
-        study = optuna.create_study(
-            storage=make_storage(storage_url),
-            study_name=study_name,
-            direction=_direction(recipe),
-            sampler=make_sampler(recipe.search),
-            pruner=make_pruner(recipe.search.pruner, recipe.job.steps),
-            load_if_exists=True,
-        )
-        if study.direction.name.lower() != _direction(recipe):
-            raise InputError(
-                f"study {study_name!r} in {storage_url} exists with direction "
-                f"{study.direction.name.lower()}, but objective.mode is {recipe.objective.mode}"
-            )
-        keys = study.user_attrs.get(ATTR_PARAM_KEYS)
-        if keys is not None and keys != recipe.param_keys():
-            raise InputError(
-                f"study {study_name!r} in {storage_url} searches {keys}, but the recipe's space "
-                f"is {recipe.param_keys()}: use a new sweep name"
-            )
-        if keys is None:
-            study.set_user_attr(ATTR_SEARCH, recipe.search.kind)
-            study.set_user_attr(ATTR_PARAM_KEYS, recipe.param_keys())
-        search = cls(recipe, study)
-        if recipe.search.kind == "grid" and not study.user_attrs.get(ATTR_GRID_ENQUEUED):
+        search = cls(recipe, load_study(recipe, storage_url, study_name))
+        if recipe.search.kind == "grid" and not search.study.user_attrs.get(ATTR_GRID_ENQUEUED):
             search._enqueue_grid()
         return search
 
