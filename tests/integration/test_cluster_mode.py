@@ -127,7 +127,7 @@ def test_sweep_name_cannot_escape_storage(tmp_path: Path) -> None:
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "x").exists()
 
 
-def test_remote_storage_needs_no_optuna_storage(tmp_path: Path) -> None:
+def test_remote_storage_needs_no_optuna_storage(moto_s3: str, tmp_path: Path) -> None:
     """A sweep on s3:// needs no database (the study is rebuilt from the sweep dir): submit
     goes past the storage checks and stops at the address that does not answer."""
     recipe = write_recipe(tmp_path, "no-optuna")
