@@ -115,9 +115,10 @@ class Controller:
         finally:
             try:
                 self._shutdown()
-                self._publish(state=state, force=True)
             finally:
-                search.close()  # the mirror catches up (bounded wait)
+                with contextlib.suppress(Exception):  # the mirror catches up (bounded wait),
+                    search.close()  # so a final status means the mirror holds every trial
+                self._publish(state=state, force=True)
         return self.status(state)
 
     # ------------------------------------------------------------------ scheduling
