@@ -200,15 +200,11 @@ def _job_packages(recipe: Recipe, where: Where) -> None:
 
 @register("optuna_storage", "anywhere")
 def _optuna_storage(recipe: Recipe, where: Where) -> None:
-    """``run.optuna_storage`` is an SQLAlchemy URL (or a path) whose driver is installed where
-    the controller runs; a remote sweep dir needs one."""
+    """``run.optuna_storage``, when set, is an SQLAlchemy URL (or a path) whose driver is
+    installed where the controller runs. (It is optional everywhere: the study is rebuilt from
+    the sweep dir, s3:// included; the database only mirrors it.)"""
     url = recipe.run.optuna_storage
     if url is None:
-        if where.storage is not None and "://" in where.storage:
-            raise InputError(
-                f"storage {where.storage}: a remote sweep dir needs run.optuna_storage (an "
-                "SQLAlchemy URL, e.g. postgresql://... or sqlite:////shared/disk/optuna.db)"
-            )
         return
     if "://" not in url:  # a bare path: an SQLite file there
         url = "sqlite:///" + os.path.abspath(url)

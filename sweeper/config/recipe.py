@@ -175,7 +175,9 @@ class RunConfig(_Strict):
     storage: str = Field("sweeps", description="Directory or URI holding sweep dirs.")
     max_retries: int = Field(2, ge=0, description="Retries of a job whose worker died.")
     optuna_storage: str | None = Field(
-        None, description="SQLAlchemy URL of the Optuna study; default a file in the sweep dir."
+        None,
+        description="SQLAlchemy URL where the Optuna study is mirrored (optuna-dashboard); "
+        "default optuna.db in a local sweep dir, none for a remote one.",
     )
     resources: ResourcesConfig | None = Field(
         None, description="Per-job resources; overrides the cluster file's."

@@ -31,7 +31,7 @@ from sweeper.config.recipe import Recipe
 from sweeper.controller.pool import DRAIN_TIMEOUT, Dispatched, Drained, WorkerPool
 from sweeper.controller.trials import Attempt, TrialBook
 from sweeper.controller.writer import SweepWriter, TraceBuffer, now_iso
-from sweeper.search import Search, storage_url
+from sweeper.search import Search
 from sweeper.store import SweepStore
 
 STOP_CHECK_SECONDS = 2.0
@@ -86,9 +86,8 @@ class Controller:
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Run until every trial is finished or a stop is requested; returns the final status."""
-        search = Search.create_or_load(
-            self.recipe, storage_url(self.recipe, self.store), study_name=self.recipe.name
-        )
+        # In memory, rebuilt from the sweep dir on resume; mirrored for optuna-dashboard.
+        search = Search.for_sweep(self.recipe, self.store, resume=resume)
         self.search = search
         self.book = TrialBook(self.recipe, search, self.writer, stop_jobs=self._stop_jobs)
         self.pool = WorkerPool(
@@ -114,8 +113,12 @@ class Controller:
                 self._publish()
             state = "stopped" if self._stopping else "finished"
         finally:
-            self._shutdown()
-            self._publish(state=state, force=True)
+            try:
+                self._shutdown()
+            finally:
+                with contextlib.suppress(Exception):  # the mirror catches up (bounded wait),
+                    search.close()  # so a final status means the mirror holds every trial
+                self._publish(state=state, force=True)
         return self.status(state)
 
     # ------------------------------------------------------------------ scheduling

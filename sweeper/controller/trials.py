@@ -365,7 +365,7 @@ class TrialBook:
                 [int(x) for x in seeds] if seeds is not None else sorted(done),
                 state=TrialState(info["state"]),
                 value=info["value"] if info["value"] is not None else math.nan,
-                error=old.get("error"), started_at=old.get("started_at") or now_iso(),
+                error=old.get("error") or info["user_attrs"].get("error"), started_at=old.get("started_at") or now_iso(),
                 ended_at=old.get("ended_at"), seed_values=done,
                 racing=info["user_attrs"].get("racing"),
             )  # fmt: skip

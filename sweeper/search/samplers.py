@@ -84,13 +84,25 @@ def missing_packages(name: str) -> list[str]:
     ]
 
 
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    """The sampler for ``search.sampler``, seeded by ``search.sampler_seed``. A grid search gets a
-    RandomSampler that is never consulted: every grid trial's params are fixed by enqueue."""
+def resumed_seed(seed: int | None, n_trials: int) -> int | None:
+    """The sampler seed of a study rebuilt with ``n_trials`` trials: derived from
+    ``search.sampler_seed`` and the trial count, so a resumed sweep does not replay the random
+    draws it began with, and the same sweep dir always resumes the same way (None stays None)."""
+    if seed is None or n_trials == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
+
+
+def make_sampler(search: SearchConfig, n_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler for ``search.sampler``, seeded by ``search.sampler_seed`` (a study rebuilt
+    with ``n_trials`` trials gets :func:`resumed_seed`). A grid search gets a RandomSampler that
+    is never consulted: every grid trial's params are fixed by enqueue."""
     name = "random" if search.kind == "grid" else search.sampler
     if name not in SAMPLERS:
         raise InputError(f"search.sampler: unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
     missing = missing_packages(name)
     if missing:
         raise InputError(f"search.sampler: {name} needs {', '.join(missing)}")
-    return SAMPLERS[name].build(search.sampler_seed)
+    return SAMPLERS[name].build(resumed_seed(search.sampler_seed, n_trials))

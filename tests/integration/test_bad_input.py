@@ -527,13 +527,6 @@ def package_cases() -> list[Case]:
         out.append(
             Case(f"package-storage-{key}", [*RUN, *sets(f"run.optuna_storage={url}")], needle)
         )
-    out.append(
-        Case(
-            "package-remote-needs-url",
-            ["run", "{inputs}/r.yaml", "--storage", "s3://bucket/sweeps"],
-            "optuna_storage",
-        )
-    )
     return out
 
 
