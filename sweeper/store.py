@@ -277,6 +277,14 @@ class SweepTables(StorageDir):
             else:
                 self._fs.delete_file(self._p(rel))
 
+    def _remove_temp_files(self, rel: str, name: str = "*") -> None:
+        """Delete the hidden temp files of ``name`` that a killed atomic write left in the
+        directory ``rel`` (local dirs only: object stores have none); for a file's one writer."""
+        if self._fs is None and Path(self._p(rel)).is_dir():
+            for path in Path(self._p(rel)).glob(f".{name}.tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
         """Rewrite trials.parquet atomically from one dict per trial (every trial; the table
         log is emptied).

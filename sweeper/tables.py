@@ -314,6 +314,9 @@ class TableLog:
             self._write_base(state.table)
         for rel in state.segments:  # all at or below the new base's log_seq
             self.store._remove(rel)
+        if not self._ready:  # a writer's first fold: what a killed one left half-written
+            self.store._remove_temp_files(LOG_DIR)
+            self.store._remove_temp_files("", self.spec.base)
         self._ready = True
         self._open_first, self._open = 0, []
         self._since_fold = 0
