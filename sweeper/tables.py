@@ -226,11 +226,32 @@ def _combine(
     keys = zip(*(base.column(k).to_pylist() for k in spec.keys), strict=True)
     keep = pa.array([k not in latest for k in keys], type=pa.bool_())
     kept = base.filter(keep)
-    if kept.schema.equals(logged.schema):  # same types: the typing rule gives them again
-        combined = pa.concat_tables([kept, logged])
-    else:  # a column's type changes with the new rows (e.g. int -> float): type them together
+    combined = _concat(kept, logged)
+    if combined is None:  # a column's type changes with the new rows (int -> float, ...)
         combined = spec.build(kept.to_pylist() + list(latest.values()), params)
     return _sorted(combined, spec.keys)
+
+
+def _concat(a: pa.Table, b: pa.Table) -> pa.Table | None:
+    """``a`` then ``b`` when the typing rule over both gives each column the type it has on
+    each side -- the same type, or a side where the column is all null (its values decide
+    nothing) -- else None (type the rows together)."""
+    if a.schema.names != b.schema.names:
+        return None
+    left, right = [], []
+    for name in a.schema.names:
+        x, y = a.column(name), b.column(name)
+        if x.type != y.type:
+            if x.null_count == len(x):
+                x = pa.chunked_array([pa.nulls(len(x), type=y.type)])
+            elif y.null_count == len(y):
+                y = pa.chunked_array([pa.nulls(len(y), type=x.type)])
+            else:
+                return None
+        left.append(x)
+        right.append(y)
+    names = a.schema.names
+    return pa.concat_tables([pa.table(left, names=names), pa.table(right, names=names)])
 
 
 def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:

@@ -197,6 +197,14 @@ def test_extra_columns_and_empty_tables(tmp_path: Path) -> None:
                                {**trial_row(1), "racing": "dropped"}], [])  # fmt: skip
     pd.testing.assert_frame_equal(store.read_trials(), want)
     assert store.read_trials()["racing"].iloc[1] == "dropped"
+    # Folded, then a row whose column is all null on the log's side (racing still running, a
+    # parameter not sampled): the base's type holds, as in a whole write.
+    store.fold_tables()
+    late = {**trial_row(2), "racing": None, "p.i": None}
+    store.append_trials([late], PARAMS)
+    want, _ = whole(tmp_path, [{**trial_row(0), "racing": None},
+                               {**trial_row(1), "racing": "dropped"}, late], [])  # fmt: skip
+    pd.testing.assert_frame_equal(store.read_trials(), want)
     store.append_runs([run_row(0, 0)])
     assert store.has_runs()
 
