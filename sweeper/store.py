@@ -340,15 +340,17 @@ class SweepTables(StorageDir):
 
     def read_trials(self) -> pd.DataFrame:
         """trials.parquet with the table log applied (see :mod:`sweeper.tables`), as a
-        DataFrame sorted by trial (empty, with the fixed columns, if nothing was written yet)."""
+        DataFrame: rows by trial number (a table written whole and never logged to: as written);
+        empty, with the fixed columns, if nothing was written yet."""
         table = read_table(self, _TRIALS)
         if table is None:
             return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in TRIAL_COLUMNS})
         return table.to_pandas()
 
     def read_runs(self) -> pd.DataFrame:
-        """runs.parquet with the table log applied, as a DataFrame sorted by (trial, seed,
-        attempt) (empty, with the fixed columns, if nothing was written yet)."""
+        """runs.parquet with the table log applied, as a DataFrame: rows by (trial, seed,
+        attempt) (a table written whole: as written); empty, with the fixed columns, if nothing
+        was written yet."""
         table = read_table(self, _RUNS)
         if table is None:
             return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in RUN_COLUMNS})

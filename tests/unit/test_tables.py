@@ -336,3 +336,16 @@ def test_work_per_change_does_not_grow_with_the_table(
     small = work_per_change(tmp_path, 100, 200)
     large = work_per_change(tmp_path, 1000, 1000)
     assert large < 1.3 * small, (small, large)
+
+
+def test_the_digest_follows_every_change(tmp_path: Path) -> None:
+    """The dashboard's fingerprint: it changes with a record in the open segment, a sealed
+    segment, a fold -- and not without a change."""
+    store = new_store(tmp_path)
+    seen = {store.tables_digest()}
+    for change in range(3):
+        store.append_trials([trial_row(0, value=float(change))], PARAMS)  # same open segment
+        seen.add(store.tables_digest())
+    assert len(seen) == 4 and store.tables_digest() in seen
+    store.fold_tables()
+    assert store.tables_digest() not in seen
