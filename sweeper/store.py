@@ -6,8 +6,9 @@ A sweep lives in ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI (``
     recipe.yaml             the recipe as submitted (text, unversioned)
     recipe.resolved.json    the validated recipe, ``Recipe.model_dump(mode="json")``
     manifest.json           versions, git sha, host, created_at
-    trials.parquet          one row per trial (rewritten atomically)
-    runs.parquet            one row per job attempt (rewritten atomically)
+    trials.parquet          one row per trial (folded from tables/, see :mod:`sweeper.tables`)
+    runs.parquet            one row per job attempt (likewise)
+    tables/                 the log of changed trial and run rows not yet folded
     traces/                 step rows, one Parquet part file per append
     samples/                eval completions, one Parquet file per eval step (eval.log_samples)
     status.json             live counts, running jobs, best so far, updated_at
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -64,6 +66,7 @@ import pyarrow.parquet as pq
 
 from sweeper.errors import InputError
 from sweeper.storage import StorageDir
+from sweeper.tables import TableLog, TableSpec, list_segments, read_table
 
 SCHEMA_VERSION = 1
 """Version of every file this module writes (Parquet metadata ``sweeper.schema_version``)."""
@@ -232,7 +235,129 @@ def validate_sweep_name(name: str) -> str:
 # --------------------------------------------------------------------------- the store
 
 
-class SweepStore(StorageDir):
+class SweepTables(StorageDir):
+    """Parquet files of a sweep dir, and its trial and run tables (base + log, see
+    :mod:`sweeper.tables`): the table part of :class:`SweepStore`."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self._logs: dict[str, TableLog] = {}
+
+    # ---------------------------------------------------------------- Parquet
+
+    def _write_table(self, rel: str, table: pa.Table) -> int:
+        data = _parquet_bytes(table)
+        self.write_bytes(rel, data)
+        return len(data)
+
+    def _read_table(self, rel: str) -> pa.Table | None:
+        if not self.exists(rel):
+            return None
+        try:
+            if self._fs is None:
+                return pq.read_table(self._p(rel))
+            return pq.read_table(self._p(rel), filesystem=self._fs)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as err:  # truncated, zero bytes, not Parquet
+            raise damaged(self, rel, err) from None
+
+    # ---------------------------------------------------------------- trials and runs tables
+
+    def _table_log(self, spec: TableSpec) -> TableLog:
+        if spec.name not in self._logs:
+            self._logs[spec.name] = TableLog(self, spec)
+        return self._logs[spec.name]
+
+    def _remove(self, rel: str) -> None:
+        """Delete the file ``rel`` (gone already: nothing to do)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self._fs is None:
+                Path(self._p(rel)).unlink()
+            else:
+                self._fs.delete_file(self._p(rel))
+
+    def _remove_temp_files(self, rel: str, name: str = "*") -> None:
+        """Delete the hidden temp files of ``name`` that a killed atomic write left in the
+        directory ``rel`` (local dirs only: object stores have none); for a file's one writer."""
+        if self._fs is None and Path(self._p(rel)).is_dir():
+            for path in Path(self._p(rel)).glob(f".{name}.tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
+        """Rewrite trials.parquet atomically from one dict per trial (every trial; the table
+        log is emptied).
+
+        Keys: ``trial``, ``state``, each dotted ``param_keys`` entry, ``value``, ``seeds``
+        (list of ints), ``started_at``/``ended_at`` (datetime, ISO string or epoch seconds),
+        ``error``; other keys become extra columns.
+        """
+        self._table_log(_TRIALS).replace(_trials_table(rows, param_keys))
+
+    def write_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite runs.parquet atomically from one dict per job attempt (trial, seed, attempt,
+        state, worker, node, started_at, ended_at, error; other keys become extra columns)."""
+        self._table_log(_RUNS).replace(_runs_table(rows))
+
+    def append_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
+        """Record changed trial rows (keys as :meth:`write_trials`) in the table log, durably,
+        at a cost independent of the table's size; a later record of a trial replaces its row."""
+        self._table_log(_TRIALS).append(rows, param_keys)
+
+    def append_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Record changed attempt rows (keys as :meth:`write_runs`) in the table log; a later
+        record of a (trial, seed, attempt) replaces its row."""
+        self._table_log(_RUNS).append(rows)
+
+    def fold_tables(self) -> None:
+        """Fold the table log into trials.parquet and runs.parquet now (they are then
+        complete for plain Parquet readers)."""
+        for spec in (_TRIALS, _RUNS):
+            self._table_log(spec).fold()
+
+    def table_stats(self) -> dict[str, dict[str, float]]:
+        """What this store's table log wrote, per table (changes, records, bytes, folds,
+        seconds): the work per change, for benchmarks."""
+        return {spec.name: self._table_log(spec).stats.as_dict() for spec in (_TRIALS, _RUNS)}
+
+    def has_runs(self) -> bool:
+        """Whether any job attempt was recorded (runs.parquet or its log)."""
+        return self.exists(RUNS_PARQUET) or bool(list_segments(self, _RUNS))
+
+    def tables_digest(self) -> str:
+        """A digest that changes whenever the trial or run table does (base or log)."""
+        digest = hashlib.sha1()
+        for spec in (_TRIALS, _RUNS):
+            segments = [rel for _, rel in list_segments(self, spec)]
+            for rel in [spec.base, *segments[-1:]]:
+                digest.update(rel.encode())
+                if self.exists(rel):
+                    with contextlib.suppress(FileNotFoundError):
+                        digest.update(self.read_bytes(rel))
+            digest.update(repr(segments).encode())
+        return digest.hexdigest()
+
+    def read_trials(self) -> pd.DataFrame:
+        """trials.parquet with the table log applied (see :mod:`sweeper.tables`), as a
+        DataFrame: rows by trial number (a table written whole and never logged to: as written);
+        empty, with the fixed columns, if nothing was written yet."""
+        table = read_table(self, _TRIALS)
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in TRIAL_COLUMNS})
+        return table.to_pandas()
+
+    def read_runs(self) -> pd.DataFrame:
+        """runs.parquet with the table log applied, as a DataFrame: rows by (trial, seed,
+        attempt) (a table written whole: as written); empty, with the fixed columns, if nothing
+        was written yet."""
+        table = read_table(self, _RUNS)
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in RUN_COLUMNS})
+        return table.to_pandas()
+
+
+class SweepStore(SweepTables):
     """One sweep directory, local or remote; all reads and writes of the sweep go through it.
 
     ``SweepStore(uri)`` binds to a location without checking it; use :meth:`create` for a new
@@ -359,51 +484,6 @@ class SweepStore(StorageDir):
             return {}
         out: dict[str, Any] = self.read_json(MANIFEST_JSON)
         return out
-
-    # ---------------------------------------------------------------- Parquet
-
-    def _write_table(self, rel: str, table: pa.Table) -> None:
-        self.write_bytes(rel, _parquet_bytes(table))
-
-    def _read_table(self, rel: str) -> pa.Table | None:
-        if not self.exists(rel):
-            return None
-        try:
-            if self._fs is None:
-                return pq.read_table(self._p(rel))
-            return pq.read_table(self._p(rel), filesystem=self._fs)
-        except FileNotFoundError:
-            return None
-        except (pa.ArrowException, OSError) as err:  # truncated, zero bytes, not Parquet
-            raise damaged(self, rel, err) from None
-
-    def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
-        """Rewrite trials.parquet atomically from one dict per trial.
-
-        Keys: ``trial``, ``state``, each dotted ``param_keys`` entry, ``value``, ``seeds``
-        (list of ints), ``started_at``/``ended_at`` (datetime, ISO string or epoch seconds),
-        ``error``; other keys become extra columns.
-        """
-        self._write_table(TRIALS_PARQUET, _trials_table(rows, param_keys))
-
-    def write_runs(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite runs.parquet atomically from one dict per job attempt (trial, seed, attempt,
-        state, worker, node, started_at, ended_at, error; other keys become extra columns)."""
-        self._write_table(RUNS_PARQUET, _runs_table(rows))
-
-    def read_trials(self) -> pd.DataFrame:
-        """trials.parquet as a DataFrame (empty, with the fixed columns, if not written yet)."""
-        table = self._read_table(TRIALS_PARQUET)
-        if table is None:
-            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in TRIAL_COLUMNS})
-        return table.to_pandas()
-
-    def read_runs(self) -> pd.DataFrame:
-        """runs.parquet as a DataFrame (empty, with the fixed columns, if not written yet)."""
-        table = self._read_table(RUNS_PARQUET)
-        if table is None:
-            return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES[c]) for c in RUN_COLUMNS})
-        return table.to_pandas()
 
     # ---------------------------------------------------------------- traces
 
@@ -535,7 +615,7 @@ def _sample_file_matches(name: str, trial: int | None, step: int | None) -> bool
     return (trial is None or int(m.group(1)) == trial) and (step is None or int(m.group(4)) == step)
 
 
-def damaged(store: SweepStore, rel: str, err: BaseException | str) -> InputError:
+def damaged(store: StorageDir, rel: str, err: BaseException | str) -> InputError:
     """The one-line error for a damaged file of a sweep dir: which file, what is wrong with it,
     and what to do (the readers turn every unreadable file into this)."""
     reason = err if isinstance(err, str) else (str(err).strip() or type(err).__name__)
@@ -645,6 +725,21 @@ def _runs_table(rows: list[dict[str, Any]]) -> pa.Table:
     _time_and_error(cols, rows)
     _extras(cols, rows)
     return pa.table(cols)
+
+
+def _trial_params(schema: pa.Schema) -> list[str]:
+    """The parameter columns of a trials table: those between ``state`` and ``value``."""
+    names = schema.names
+    if "state" not in names or "value" not in names:
+        return []
+    return names[names.index("state") + 1 : names.index("value")]
+
+
+_TRIALS = TableSpec("trials", TRIALS_PARQUET, ("trial",), _trials_table, _trial_params)
+_RUNS = TableSpec(
+    "runs", RUNS_PARQUET, ("trial", "seed", "attempt"), lambda rows, _: _runs_table(rows),
+    lambda _: [],
+)  # fmt: skip
 
 
 def _trace_table(trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]) -> pa.Table:

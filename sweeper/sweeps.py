@@ -24,7 +24,7 @@ from sweeper.config.recipe import Recipe
 from sweeper.controller import Controller, ray_session, write_control
 from sweeper.errors import InputError
 from sweeper.preflight import Command, Where, creatable, preflight
-from sweeper.store import RUNS_PARQUET, SweepStore
+from sweeper.store import SweepStore
 
 ENDED_STATES = ("finished", "stopped", "failed", "submit-failed")
 """status.json states of a sweep whose controller has ended."""
@@ -153,7 +153,7 @@ def _removed_if_start_fails(store: SweepStore, resume: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if not resume and made_here and not store.exists(RUNS_PARQUET):
+        if not resume and made_here and not store.has_runs():
             remove_new_sweep(store, first_new)
         raise
 

@@ -1,14 +1,23 @@
 """The trial book: the state machine of a sweep's trials and job attempts.
 
 A trial is one config run over its seeds; each (trial, seed) job runs as one or more attempts (a
-worker that dies gets its job retried as attempt + 1). The book knows every trial and attempt of
-this controller's run, the queue of jobs waiting for a worker, and the one path that finishes a
-trial (:meth:`TrialBook.finish`): record it, stop its other jobs, drop its queued ones, write
-trials.parquet, tell Optuna. The live run and ``resume`` both finish trials through it, so the
-sweep dir and the Optuna study always agree on a trial's state and value.
+worker that dies gets its job retried as attempt + 1). The book knows the unfinished trials and
+the running attempts of this controller's run, the queue of jobs waiting for a worker, and the
+one path that finishes a trial (:meth:`TrialBook.finish`): record it, stop its other jobs, drop
+its queued ones, write its trials.parquet row, tell Optuna. The live run and ``resume`` both
+finish trials through it, so the sweep dir and the Optuna study always agree on a trial's state
+and value.
+
+Memory and work stay flat in the number of finished trials: a finished trial and an ended
+attempt leave memory once recorded (their state lives in the sweep dir); every state change
+records only the changed row (:meth:`~sweeper.store.SweepStore.append_trials`, a table log at a
+constant cost per change); the counts per state and the best trial so far are kept as they change
+(:class:`Tally`). Racing keeps a compact summary of each config whose race ended
+(:mod:`.seeds`). ``restore`` (resume) rebuilds all of it from the sweep dir.
 
 Crash safety, by ordering: an attempt's rows are flushed (by the caller) before runs.parquet says
-COMPLETE, and a trial is told to Optuna only after its attempts are recorded.
+COMPLETE, and a trial is told to Optuna only after its attempts are recorded (each record is
+durable when ``append_*`` returns).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from sweeper.controller.writer import SweepWriter, now_iso
 from sweeper.racing import RaceEnd
 from sweeper.rank import scope_value, seed_values
 from sweeper.search import Search
+from sweeper.search.rebuild import RERUN_REASON
 from sweeper.stats import aggregate
 
 log = logging.getLogger("sweeper.controller")
@@ -121,6 +131,36 @@ Job = tuple[int, int, int]
 """A queued job: (trial, seed, attempt)."""
 
 
+class Tally:
+    """Trials by state and the best COMPLETE trial so far, kept as states change (no pass over
+    the trials)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.counts = {s.value: 0 for s in TrialState}
+        self.best: dict[str, Any] | None = None
+
+    def add(self, state: TrialState) -> None:
+        """A trial enters the book in ``state``."""
+        self.counts[state.value] += 1
+
+    def move(self, old: TrialState, new: TrialState) -> None:
+        """A trial goes from ``old`` to ``new``."""
+        self.counts[old.value] -= 1
+        self.counts[new.value] += 1
+
+    def offer(self, number: int, value: float, params: dict[str, Any]) -> None:
+        """A COMPLETE trial: the best so far if its value beats the best (ties: the first)."""
+        if not math.isfinite(value):
+            return
+        best = self.best
+        better = best is None or (
+            value > best["value"] if self.mode == "max" else value < best["value"]
+        )
+        if better:
+            self.best = {"trial": number, "value": value, "params": params}
+
+
 class TrialBook:
     """Trials, attempts and the job queue of one controller run.
 
@@ -142,11 +182,11 @@ class TrialBook:
         self.search = search
         self.writer = writer
         self.stop_jobs = stop_jobs
-        self.trials: dict[int, Trial] = {}
-        self.attempts: list[Attempt] = []  # every attempt of this run, for runs.parquet
+        self.trials: dict[int, Trial] = {}  # the unfinished ones (a finished one leaves)
         self.running: dict[str, Attempt] = {}  # run_id -> attempt in flight
         self.pending: deque[Job] = deque()
         self.plan = SeedPlan(recipe)
+        self.tally = Tally(recipe.objective.mode)
         self.search_open = True  # the search may still hand out trials
 
     # ------------------------------------------------------------------ opening and starting
@@ -154,10 +194,11 @@ class TrialBook:
     def open(self, number: int, params: dict[str, Any]) -> None:
         """A trial asked from the search: queue one job per seed (racing: the race decides)."""
         seeds = self.plan.first_seeds()
-        self.trials[number] = Trial(
-            number, params, seeds, seed_state=dict.fromkeys(seeds, TrialState.WAITING)
-        )
+        t = Trial(number, params, seeds, seed_state=dict.fromkeys(seeds, TrialState.WAITING))
+        self.trials[number] = t
+        self.tally.add(t.state)
         self.pending.extend((number, s, 1) for s in seeds)
+        self._write_trials([t])  # RUNNING: it shows in trials.parquet at once
         if self.plan.racing:
             self._race()
 
@@ -165,10 +206,9 @@ class TrialBook:
         """Record a queued job as started on a worker (runs.parquet says RUNNING)."""
         trial, seed, attempt = job
         a = Attempt(trial, seed, attempt, run_id, worker=worker, node=node)
-        self.attempts.append(a)
         self.running[run_id] = a
         self.trials[trial].seed_state[seed] = TrialState.RUNNING
-        self._write_runs()
+        self._write_runs([a])
         return a
 
     # ------------------------------------------------------------------ progress
@@ -182,8 +222,8 @@ class TrialBook:
         if value is None or not math.isfinite(float(value)):
             return
         a.objective.append((step, float(value)))
-        t = self.trials[a.trial]
-        if t.state.finished:
+        t = self.trials.get(a.trial)
+        if t is None or t.state.finished:  # (finished: its jobs are being stopped)
             return
         t.evals.setdefault(step, {})[a.seed] = float(value)
         if len(t.evals[step]) == len(t.seeds) and step not in t.reported:
@@ -197,12 +237,16 @@ class TrialBook:
     def end(self, a: Attempt, state: str, error: str | None) -> None:
         """An attempt's job returned (``state`` COMPLETE, STOPPED or FAIL, as the worker says)."""
         del self.running[a.run_id]
-        t = self.trials[a.trial]
         if state == "STOPPED" or (state == "COMPLETE" and a.stop_reason is not None):
             outcome = a.stop_reason or TrialState.FAIL  # we stopped it: its outcome is why
         else:
             outcome = TrialState.COMPLETE if state == "COMPLETE" else TrialState.FAIL
         self._record(a, outcome, error)
+        t = self.trials.get(a.trial)
+        if t is None:  # its trial finished (and left) while it was being stopped
+            if self.plan.racing:
+                self._race()
+            return
         if outcome is TrialState.COMPLETE:
             t.seed_state[a.seed] = TrialState.COMPLETE
             series = np.array([v for _, v in a.objective], dtype="float64")
@@ -223,8 +267,8 @@ class TrialBook:
         """An attempt's worker died: retry the job on another worker, up to ``max_retries``."""
         del self.running[a.run_id]
         self._record(a, TrialState.FAIL, message)
-        t = self.trials[a.trial]
-        if t.state.finished:
+        t = self.trials.get(a.trial)
+        if t is None or t.state.finished:
             return
         if a.attempt <= self.recipe.run.max_retries:
             log.warning("trial %d seed %d: %s; retrying", a.trial, a.seed, message)
@@ -240,17 +284,25 @@ class TrialBook:
         self, t: Trial, state: TrialState, value: float = math.nan, error: str | None = None
     ) -> None:
         """Close a trial everywhere -- the one path: record it, stop its other running jobs,
-        drop its queued ones, write trials.parquet, tell Optuna."""
+        drop its queued ones, write its row, tell Optuna; then it leaves memory."""
+        self.tally.move(t.state, state)
         t.state, t.value, t.error, t.ended_at = state, value, error, now_iso()
+        if state is TrialState.COMPLETE:
+            self.tally.offer(t.number, value, t.params)
+        # (running attempts and queued jobs: bounded by the workers and the seeds, not the sweep)
         others = [a for a in self.running.values() if a.trial == t.number and a.stop_reason is None]
         for a in others:  # (a COMPLETE trial with jobs left: dropped by racing, cut short)
             a.stop_reason = state if state is not TrialState.COMPLETE else TrialState.PRUNED
         if others:
             self.stop_jobs(others)
-        self.pending = deque(p for p in self.pending if p[0] != t.number)
-        self._write_trials()
+        if TrialState.WAITING in t.seed_state.values():
+            self.pending = deque(p for p in self.pending if p[0] != t.number)
+        if t.racing is not None:
+            self.plan.race_ended(t)
+        self._write_trials([t])
         told = value if state is TrialState.COMPLETE else None
         self.search.tell(t.number, told, state.value, error=error)  # type: ignore[arg-type]
+        self.trials.pop(t.number, None)
 
     def _complete(self, t: Trial, value: float | None = None) -> None:
         """Its seeds are done: COMPLETE with the seed aggregate (``objective.seed_agg``) of
@@ -287,18 +339,21 @@ class TrialBook:
         launches, ends = self.plan.decide(self.trials.values(), self.search_open)
         for end in ends:
             self._end_race(self.trials[end.trial], end)
+        changed = []
         for trial, seeds in launches:
-            t = self.trials[trial]
+            t = self.trials.get(trial)
+            if t is None:  # (its race ended in this same decision)
+                continue
             t.seeds.extend(seeds)
             t.seed_state.update(dict.fromkeys(seeds, TrialState.WAITING))
             self.pending.extend((trial, s, 1) for s in seeds)
+            changed.append(t)
         self.pending = deque(
             sorted(
                 self.pending, key=lambda j: (j[2] == 1, not self.plan.warming_up(self.trials[j[0]]))
             )
         )
-        if launches and not ends:
-            self._write_trials()  # the trials' seeds changed (finish() writes otherwise)
+        self._write_trials(changed)  # their seeds changed
 
     def _end_race(self, t: Trial, end: RaceEnd) -> None:
         """A race ended: the trial completes with the aggregate of the seeds it ran (a dropped
@@ -316,107 +371,136 @@ class TrialBook:
             a.stop_reason = TrialState.FAIL
         for t in self.trials.values():
             if not t.state.finished:
+                self.tally.move(t.state, TrialState.FAIL)
                 t.state, t.ended_at, t.error = TrialState.FAIL, now_iso(), reason
         self.pending.clear()
         return running
 
     def interrupt(self, reason: str) -> None:
-        """The controller is ending: attempts still running are recorded FAIL with ``reason``."""
-        for a in self.running.values():
+        """The controller is ending: attempts still running are recorded FAIL with ``reason``,
+        the unfinished trials' rows are written, and the table log is folded (trials.parquet
+        and runs.parquet are complete)."""
+        ended = list(self.running.values())
+        for a in ended:
             a.state, a.ended_at, a.error = TrialState.FAIL, now_iso(), reason
         self.running.clear()
-        self._write_runs()
-        self._write_trials()
+        self._write_runs(ended)
+        self._write_trials(list(self.trials.values()))
+        self.writer.fold_tables()
 
     # ------------------------------------------------------------------ resume
 
     def restore(self) -> None:
         """Rebuild the book from the sweep dir and the study after a controller ended (stopped,
-        killed): finished trials are kept; a trial whose every seed has a COMPLETE attempt is
-        finished from its traces; other unfinished trials are closed, to be rerun as new ones."""
-        store = self.writer.store
-        old_trials = {int(r["trial"]): r for r in _records(store.read_trials())}
-        for r in _records(store.read_runs()):
-            a = Attempt(
-                int(r["trial"]), int(r["seed"]), int(r["attempt"]), run_id="",
-                worker=r.get("worker") or "", node=r.get("node") or "",
-                state=TrialState(r["state"]), started_at=r.get("started_at") or now_iso(),
-                ended_at=r.get("ended_at"), error=r.get("error"),
-            )  # fmt: skip
-            if a.state is TrialState.RUNNING:
-                a.state, a.error, a.ended_at = (
-                    TrialState.FAIL,
-                    "interrupted: controller ended",
-                    now_iso(),
-                )
-            self.attempts.append(a)
-        per_seed = seed_values(store.read_traces(completed_only=True), self.recipe.objective)
-        values: dict[int, dict[int, float]] = {}
-        for trial, seed, value in per_seed[["trial", "seed", "value"]].itertuples(index=False):
-            values.setdefault(int(trial), {})[int(seed)] = float(value)
-        for info in self.search.trials():
-            if info["state"] == "WAITING":  # enqueued, never asked: ask() hands it out later
-                continue
-            old = old_trials.get(info["number"], {})
-            done = values.get(info["number"], {})
-            seeds = old.get("seeds")
-            t = Trial(
-                info["number"], info["params"],
-                [int(x) for x in seeds] if seeds is not None else sorted(done),
-                state=TrialState(info["state"]),
-                value=info["value"] if info["value"] is not None else math.nan,
-                error=old.get("error") or info["user_attrs"].get("error"), started_at=old.get("started_at") or now_iso(),
-                ended_at=old.get("ended_at"), seed_values=done,
-                racing=info["user_attrs"].get("racing"),
-            )  # fmt: skip
-            self.trials[t.number] = t
-            # Every seed done but the controller died before telling Optuna: finish it now.
-            # (A raced trial mid-race is rerun: its race state is not worth a second rule.)
-            pool = set(self.recipe.search.seeds)
-            if t.state is TrialState.RUNNING and not self.plan.racing and set(done) >= pool:
-                t.seeds = sorted(pool)
-                self._complete(t)
-        for number in self.search.recover():  # unfinished: closed here, rerun as new trials
-            t = self.trials[number]
-            t.state, t.ended_at = TrialState.FAIL, now_iso()
-            t.error = "interrupted: controller ended; rerun as a new trial"
-        self._write_runs()
-        self._write_trials()
+        killed): finished trials are kept (on disk; only their counts, the best one and, when
+        racing, their race summaries come back into memory); a trial whose every seed has a
+        COMPLETE attempt is finished from its traces; other unfinished trials are closed, to be
+        rerun as new ones. Only rows that change are written."""
+        restore_book(self)
 
     # ------------------------------------------------------------------ views
 
     def counts(self) -> dict[str, int]:
-        """Trials by state (every state present, zero or not)."""
-        counts = {s.value: 0 for s in TrialState}
-        for t in self.trials.values():
-            counts[t.state.value] += 1
-        return counts
+        """Trials by state (every state present, zero or not), this run's and restored ones."""
+        return dict(self.tally.counts)
 
     def best(self) -> dict[str, Any] | None:
         """The best COMPLETE trial so far (trial, value, params), or None."""
-        done = [t for t in self.trials.values() if t.state is TrialState.COMPLETE]
-        done = [t for t in done if math.isfinite(t.value)]
-        if not done:
-            return None
-        pick = max if self.recipe.objective.mode == "max" else min
-        b = pick(done, key=lambda t: t.value)
-        return {"trial": b.number, "value": b.value, "params": b.params}
+        return None if self.tally.best is None else dict(self.tally.best)
 
     # ------------------------------------------------------------------ writing
 
     def _record(self, a: Attempt, state: TrialState, error: str | None) -> None:
         a.state, a.ended_at, a.error = state, now_iso(), error
-        self._write_runs()  # before the trial's outcome: a finished attempt is never lost
+        self._write_runs([a])  # before the trial's outcome: a finished attempt is never lost
 
-    def _write_trials(self) -> None:
-        rows = [t.row() for t in self.trials.values()]
+    def _write_trials(self, trials: list[Trial]) -> None:
+        """Record the rows of trials that changed."""
+        rows = [t.row() for t in trials]
         if self.plan.racing:  # the racing column: why a race ended, null while it runs
-            for row, t in zip(rows, self.trials.values(), strict=True):
+            for row, t in zip(rows, trials, strict=True):
                 row["racing"] = t.racing
         self.writer.write_trials(rows)
 
-    def _write_runs(self) -> None:
-        self.writer.write_runs([a.row() for a in self.attempts])
+    def _write_runs(self, attempts: list[Attempt]) -> None:
+        """Record the rows of attempts that changed."""
+        self.writer.write_runs([a.row() for a in attempts])
+
+
+def restore_book(book: TrialBook) -> None:
+    """:meth:`TrialBook.restore`: the book rebuilt from the sweep dir and the study."""
+    store = book.writer.store
+    interrupted = []
+    for r in _records(store.read_runs()):
+        if r["state"] == TrialState.RUNNING.value:  # its controller died under it
+            a = Attempt(
+                int(r["trial"]), int(r["seed"]), int(r["attempt"]), run_id="",
+                worker=r.get("worker") or "", node=r.get("node") or "",
+                state=TrialState.FAIL, started_at=r.get("started_at") or now_iso(),
+                ended_at=now_iso(), error="interrupted: controller ended",
+            )  # fmt: skip
+            interrupted.append(a)
+    book._write_runs(interrupted)
+    old_trials = {int(r["trial"]): r for r in _records(store.read_trials())}
+    per_seed = seed_values(store.read_traces(completed_only=True), book.recipe.objective)
+    values: dict[int, dict[int, float]] = {}
+    for trial, seed, value in per_seed[["trial", "seed", "value"]].itertuples(index=False):
+        values.setdefault(int(trial), {})[int(seed)] = float(value)
+    pool = set(book.recipe.search.seeds)
+    for info in book.search.trials():
+        if info["state"] == "WAITING":  # enqueued, never asked: ask() hands it out later
+            continue
+        t = _restored(info, old_trials.get(info["number"]), values.get(info["number"], {}))
+        book.tally.add(t.state)
+        if t.state is not TrialState.RUNNING:
+            if t.state is TrialState.COMPLETE:
+                book.tally.offer(t.number, t.value, t.params)
+            if t.racing is not None:
+                book.plan.race_ended(t)
+            if _differs(old_trials.get(t.number), t):  # the study is the truth
+                book._write_trials([t])
+            continue
+        book.trials[t.number] = t
+        # Every seed done but the controller died before telling Optuna: finish it now.
+        # (A raced trial mid-race is rerun: its race state is not worth a second rule.)
+        if not book.plan.racing and set(t.seed_values) >= pool:
+            t.seeds = sorted(pool)
+            book._complete(t)
+    closed = []
+    for number in book.search.recover():  # unfinished: closed here, rerun as new trials
+        t = book.trials.pop(number)
+        book.tally.move(t.state, TrialState.FAIL)
+        t.state, t.ended_at = TrialState.FAIL, now_iso()
+        t.error = RERUN_REASON
+        closed.append(t)
+    book._write_trials(closed)
+
+
+def _restored(info: dict[str, Any], old: dict[str, Any] | None, done: dict[int, float]) -> Trial:
+    """A trial of the study as the book knew it: state, value and params from the study, the
+    rest from its trials.parquet row, ``done``: the objective of each seed that completed."""
+    old = old or {}
+    seeds = old.get("seeds")
+    return Trial(
+        info["number"], info["params"],
+        [int(x) for x in seeds] if seeds is not None else sorted(done),
+        state=TrialState(info["state"]),
+        value=info["value"] if info["value"] is not None else math.nan,
+        error=old.get("error") or info["user_attrs"].get("error"),
+        started_at=old.get("started_at") or now_iso(),
+        ended_at=old.get("ended_at"), seed_values=done,
+        racing=info["user_attrs"].get("racing"),
+    )  # fmt: skip
+
+
+def _differs(old: dict[str, Any] | None, t: Trial) -> bool:
+    """Whether a finished trial's trials.parquet row (None: missing) disagrees with the study."""
+    if old is None or old.get("state") != t.state.value:
+        return True
+    value = old.get("value")
+    if value is None or math.isnan(value):
+        return not math.isnan(t.value)
+    return bool(value != t.value)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -47,12 +47,17 @@ class SweepWriter:
         self.param_keys = param_keys
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite trials.parquet."""
-        self.store.write_trials(rows, self.param_keys)
+        """Record the rows of trials that changed (trials.parquet's table log: a cost per
+        change independent of the sweep's size; durable on return)."""
+        self.store.append_trials(rows, self.param_keys)
 
     def write_runs(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite runs.parquet."""
-        self.store.write_runs(rows)
+        """Record the rows of job attempts that changed (runs.parquet's table log)."""
+        self.store.append_runs(rows)
+
+    def fold_tables(self) -> None:
+        """Fold the table log into trials.parquet and runs.parquet (the controller's end)."""
+        self.store.fold_tables()
 
     def flush(self, buffer: TraceBuffer, force: bool = True) -> None:
         """Write the buffered rows as one trace part (when ``force`` or the buffer is due)."""

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from sweeper.config.recipe import ObjectiveConfig, Recipe
 from sweeper.rank import objective_of, param_keys_of, rank
-from sweeper.store import RUNS_PARQUET, TRACE_KEYS, TRACES_DIR, TRIALS_PARQUET, SweepStore, damaged
+from sweeper.store import TRACE_KEYS, TRACES_DIR, SweepStore, damaged
 from sweeper.store import decode_param as _decode
 
 log = logging.getLogger(__name__)
@@ -547,11 +547,6 @@ class SweepData:
             assert self._snap is not None
             return self._snap
 
-    def _digest(self, rel: str) -> str:
-        if not self.store.exists(rel):
-            return ""
-        return hashlib.sha1(self.store.read_bytes(rel)).hexdigest()
-
     def _refresh(self) -> None:
         status = self.store.read_status()
         self.cache.refresh()
@@ -559,8 +554,7 @@ class SweepData:
             status.get("updated_at"),
             len(self.cache.files),
             self.cache.files[-1] if self.cache.files else "",
-            self._digest(TRIALS_PARQUET),
-            self._digest(RUNS_PARQUET),
+            self.store.tables_digest(),  # trials/runs: base tables and their log
         )
         if self._snap is not None and fingerprint == self._fingerprint:
             return
