@@ -44,6 +44,8 @@ from sweeper.stats import (
     separation,
 )
 
+from sweeper.traces import latest_attempt_mask
+
 if TYPE_CHECKING:
     from sweeper.store import SweepStore
 
@@ -61,14 +63,6 @@ VALUE_COLUMNS = (
 )
 
 _LAST_N = re.compile(r"^last-(\d+)-avg$")
-
-
-def _measured(df: pd.DataFrame, metric: str) -> np.ndarray:
-    """The finite values of ``metric`` in step order (the caller sorted ``df`` by step)."""
-    if metric not in df.columns:
-        return np.empty(0)
-    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype="float64")
-    return values[np.isfinite(values)]
 
 
 def scope_value(values: np.ndarray, scope: str, mode: str) -> float:
@@ -91,47 +85,125 @@ def _latest_attempts(traces: pd.DataFrame) -> pd.DataFrame:
     """Keep, per (trial, seed), only the rows of its highest attempt (a retried job's last)."""
     if "attempt" not in traces.columns or traces.empty:
         return traces
-    top = traces.groupby(["trial", "seed"])["attempt"].transform("max")
-    return traces[traces["attempt"] == top]
+    return traces[latest_attempt_mask(traces)]
+
+
+def _sorted_by(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether ``frame`` is sorted by ``keys`` (lexicographically, ties allowed)."""
+    if len(frame) < 2:
+        return True
+    arrays = [frame[k].to_numpy() for k in keys]
+    ahead = np.zeros(len(frame) - 1, dtype=bool)  # decided: strictly greater on an earlier key
+    for x in arrays:
+        if np.any(~ahead & (x[1:] < x[:-1])):
+            return False
+        ahead |= x[1:] > x[:-1]
+    return True
+
+
+def _measured(
+    frame: pd.DataFrame, metric: str, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of ``metric``'s finite values in row order (rows in contiguous groups starting at
+    ``groups``): the values, each group's start among them and its count of them."""
+    if metric not in frame.columns:
+        zeros = np.zeros(len(groups), dtype="int64")
+        return np.empty(0), zeros, zeros
+    values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype="float64")
+    ok = np.isfinite(values)
+    before = np.concatenate([[0], np.cumsum(ok)])  # finite values before each row
+    starts = before[groups]
+    return values[ok], starts, np.diff(np.append(starts, int(ok.sum())))
+
+
+def _last(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each group's last value (NaN for an empty group)."""
+    out = np.full(len(starts), math.nan)
+    has = counts > 0
+    out[has] = values[(starts + counts - 1)[has]]
+    return out
+
+
+def _first(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    out = np.full(len(starts), math.nan)
+    has = counts > 0
+    out[has] = values[starts[has]]
+    return out
+
+
+def _segment_means(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``values[lo:hi].mean()`` per group, exactly as numpy computes it (NaN when empty)."""
+    out = np.full(len(lo), math.nan)
+    for i in np.flatnonzero(hi > lo):
+        out[i] = float(values[lo[i] : hi[i]].mean())
+    return out
+
+
+def _scope_values(
+    values: np.ndarray, starts: np.ndarray, counts: np.ndarray, scope: str, mode: str
+) -> np.ndarray:
+    """:func:`scope_value` of every group at once (same results: the same numpy reductions)."""
+    if scope == "last":
+        return _last(values, starts, counts)
+    if scope == "best":
+        out = np.full(len(starts), math.nan)
+        has = counts > 0
+        if has.any():
+            ufunc = np.maximum if mode == "max" else np.minimum
+            out[has] = ufunc.reduceat(values, starts[has])
+        return out
+    if scope == "avg":
+        return _segment_means(values, starts, starts + counts)
+    m = _LAST_N.match(scope)
+    if m:
+        hi = starts + counts
+        return _segment_means(values, np.maximum(starts, hi - int(m.group(1))), hi)
+    raise ValueError(f"unknown scope {scope!r}")
 
 
 def seed_values(traces: pd.DataFrame, objective: ObjectiveConfig) -> pd.DataFrame:
     """One row per (trial, seed): ``value`` (by ``objective.scope`` over measured steps, NaN if
     never measured), ``feasible`` (every constraint holds on this seed) and ``final_entropy``
-    (the last measured ``entropy``, NaN without one)."""
+    (the last measured ``entropy``, NaN without one). Vectorised over the groups: a sweep of
+    30,000 seeds x 200 steps takes a fraction of a second."""
     cols = ["trial", "seed", "value", "feasible", "final_entropy"]
     if traces.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
             {"trial": "int64", "seed": "int64", "feasible": "bool"}
         )
-    traces = _latest_attempts(traces).sort_values(["trial", "seed", "step"], kind="stable")
-    out: list[dict[str, Any]] = []
-    for (trial, seed), group in traces.groupby(["trial", "seed"], sort=True):
-        values = _measured(group, objective.metric)
-        entropy = _measured(group, "entropy")
-        out.append(
-            {
-                "trial": int(trial),
-                "seed": int(seed),
-                "value": scope_value(values, objective.scope, objective.mode),
-                "feasible": all(_holds(group, c) for c in objective.constraints),
-                "final_entropy": float(entropy[-1]) if entropy.size else math.nan,
-            }
-        )
-    return pd.DataFrame(out, columns=cols)
-
-
-def _holds(group: pd.DataFrame, constraint: Any) -> bool:
-    """One constraint on one seed's trace (rows in step order)."""
-    values = _measured(group, constraint.metric)
-    if values.size == 0:
-        return False  # unmeasured: cannot be shown to hold
-    last = float(values[-1])
-    if constraint.min is not None and last < constraint.min:
-        return False
-    if constraint.max is not None and last > constraint.max:
-        return False
-    return not (constraint.min_ratio is not None and last < constraint.min_ratio * values[0])
+    traces = _latest_attempts(traces)
+    if not _sorted_by(traces, ["trial", "seed", "step"]):
+        traces = traces.sort_values(["trial", "seed", "step"], kind="stable")
+    trial = traces["trial"].to_numpy(dtype="int64")
+    seed = traces["seed"].to_numpy(dtype="int64")
+    starts = np.flatnonzero(
+        np.concatenate([[True], (trial[1:] != trial[:-1]) | (seed[1:] != seed[:-1])])
+    )
+    values, vstarts, vcounts = _measured(traces, objective.metric, starts)
+    value = _scope_values(values, vstarts, vcounts, objective.scope, objective.mode)
+    final_entropy = _last(*_measured(traces, "entropy", starts))
+    feasible = np.ones(len(starts), dtype=bool)
+    for c in objective.constraints:
+        cv, cs, counts = _measured(traces, c.metric, starts)
+        last, first = _last(cv, cs, counts), _first(cv, cs, counts)
+        ok = counts > 0  # unmeasured: cannot be shown to hold
+        if c.min is not None:
+            ok &= ~(last < c.min)
+        if c.max is not None:
+            ok &= ~(last > c.max)
+        if c.min_ratio is not None:
+            ok &= ~(last < c.min_ratio * first)
+        feasible &= ok
+    return pd.DataFrame(
+        {
+            "trial": trial[starts],
+            "seed": seed[starts],
+            "value": value,
+            "feasible": feasible,
+            "final_entropy": final_entropy,
+        },
+        columns=cols,
+    )
 
 
 def trial_value(traces_of_one_trial: pd.DataFrame, objective: ObjectiveConfig) -> float:
@@ -141,9 +213,22 @@ def trial_value(traces_of_one_trial: pd.DataFrame, objective: ObjectiveConfig) -
     return aggregate(per_seed["value"].to_numpy(dtype="float64"), objective.seed_agg)
 
 
+def _by_trial(per_seed: pd.DataFrame, column: str) -> dict[int, np.ndarray]:
+    """Each trial's ``column`` of :func:`seed_values` (one value per seed, in seed order)."""
+    if per_seed.empty:
+        return {}
+    ps = per_seed
+    if not _sorted_by(ps, ["trial", "seed"]):
+        ps = ps.sort_values(["trial", "seed"], kind="stable")
+    trial = ps["trial"].to_numpy(dtype="int64")
+    starts = np.flatnonzero(np.concatenate([[True], trial[1:] != trial[:-1]]))
+    chunks = np.split(ps[column].to_numpy(), starts[1:])
+    return dict(zip(trial[starts].tolist(), chunks, strict=True))
+
+
 def _seed_arrays(per_seed: pd.DataFrame) -> dict[int, np.ndarray]:
     """Each trial's seed values (NaN where a seed measured nothing), in seed order."""
-    return {int(t): g["value"].to_numpy(dtype="float64") for t, g in per_seed.groupby("trial")}
+    return {t: v.astype("float64") for t, v in _by_trial(per_seed, "value").items()}
 
 
 def rank(
@@ -152,6 +237,7 @@ def rank(
     objective: ObjectiveConfig,
     param_keys: list[str] | tuple[str, ...],
     confidence: float = CONFIDENCE,
+    per_seed: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per trial of ``trials``, best first.
 
@@ -167,22 +253,26 @@ def rank(
 
     Order: COMPLETE trials first -- feasible with a value, then infeasible with a value, then
     without a value -- each by value (descending for ``mode: max``), then non-COMPLETE trials in
-    the same order; ties by trial id. ``traces`` should hold completed attempts only.
+    the same order; ties by trial id. ``traces`` should hold completed attempts only;
+    ``per_seed``: its :func:`seed_values` when already computed.
     """
-    per_seed = seed_values(traces, objective)
-    by_trial = {int(t): g for t, g in per_seed.groupby("trial")}
+    if per_seed is None:
+        per_seed = seed_values(traces, objective)
+    seed_vals = _seed_arrays(per_seed)
+    seed_entropy = _by_trial(per_seed, "final_entropy")
+    seed_feasible = _by_trial(per_seed, "feasible")
     raced = "racing" in trials.columns  # search.racing: why each race ended
     rows: list[dict[str, Any]] = []
     samples: list[np.ndarray] = []
+    empty = np.empty(0)
     for rec in trials.to_dict("records"):
         trial = int(rec["trial"])
-        g = by_trial.get(trial)
-        values = g["value"].to_numpy(dtype="float64") if g is not None else np.empty(0)
+        values = seed_vals.get(trial, empty)
         finite = values[np.isfinite(values)]
-        entropy = g["final_entropy"].to_numpy(dtype="float64") if g is not None else np.empty(0)
+        entropy = seed_entropy.get(trial, empty).astype("float64")
         entropy = entropy[np.isfinite(entropy)]
-        if g is not None and len(g):
-            feasible = bool(g["feasible"].all())
+        if trial in seed_feasible:
+            feasible = bool(seed_feasible[trial].all())
         else:
             feasible = not objective.constraints
         samples.append(finite)
@@ -221,7 +311,7 @@ def rank(
     table.insert(0, "rank", np.arange(1, len(table) + 1, dtype="int64"))
     leader = _leader(table)
     if leader is not None:
-        seeds = _seed_arrays(per_seed)
+        seeds = seed_vals
         lead = seeds[leader]
         table["prob_improvement"] = [
             prob_improvement(lead, seeds.get(int(t), np.empty(0)), objective.mode)
@@ -259,6 +349,7 @@ def verdict(
     traces: pd.DataFrame,
     objective: ObjectiveConfig,
     confidence: float = CONFIDENCE,
+    per_seed: pd.DataFrame | None = None,
 ) -> Verdict:
     """The verdict on :func:`rank`'s table ``ranked`` (from the same ``traces``): is rank 1
     separated from rank 2 at ``confidence`` (a two-sided Welch test over their seed values,
@@ -272,7 +363,7 @@ def verdict(
     if rest.empty:
         return Verdict(leader, None, None, f"Only trial {leader} is ranked: nothing to compare.")
     runner_up = int(rest.iloc[0]["trial"])
-    seeds = _seed_arrays(seed_values(traces, objective))
+    seeds = _seed_arrays(seed_values(traces, objective) if per_seed is None else per_seed)
     sep = separation(
         seeds[leader], seeds[runner_up], objective.seed_agg, objective.mode, confidence
     )
@@ -354,7 +445,13 @@ def rank_sweep_with_verdict(
 ) -> tuple[pd.DataFrame, Verdict]:
     """:func:`rank` and :func:`verdict` of a sweep dir, reading it once."""
     trials = store.read_trials()
-    traces = store.read_traces(completed_only=True)
     objective = objective or objective_of(store)
-    table = rank(trials, traces, objective, param_keys_of(store, trials))
-    return table, verdict(table, traces, objective)
+    traces = store.read_traces(completed_only=True, columns=rank_columns(objective))
+    per_seed = seed_values(traces, objective)
+    table = rank(trials, traces, objective, param_keys_of(store, trials), per_seed=per_seed)
+    return table, verdict(table, traces, objective, per_seed=per_seed)
+
+
+def rank_columns(objective: ObjectiveConfig) -> list[str]:
+    """The metric columns a ranking reads: the objective's, the constraints' and entropy."""
+    return list(dict.fromkeys([objective.metric, "entropy", *(c.metric for c in objective.constraints)]))

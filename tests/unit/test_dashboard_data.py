@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,10 @@ from sweeper.dashboard.data import (
 )
 from sweeper.rank import rank_sweep
 from sweeper.store import SweepStore
+from sweeper.traces import TraceCompactor
 from tests.unit.test_store import build_sweep, trace_rows
+
+_PART_NAME = re.compile(r"-p\d+\.parquet$")
 
 NAN, INF = math.nan, math.inf
 
@@ -227,13 +232,13 @@ def test_refresh_reads_only_new_parts(tmp_path: Path, monkeypatch: pytest.Monkey
     data = SweepData(store, min_interval=0)
     first = data.snapshot()
     reads: list[str] = []
-    real = SweepStore.read_bytes
+    real = SweepStore.open_input
 
-    def counting(self: SweepStore, rel: str) -> bytes:
+    def counting(self: SweepStore, rel: str) -> Any:
         reads.append(rel)
         return real(self, rel)
 
-    monkeypatch.setattr(SweepStore, "read_bytes", counting)
+    monkeypatch.setattr(SweepStore, "open_input", counting)
     assert data.snapshot().version == first.version  # nothing changed: same snapshot
     assert not [r for r in reads if r.startswith("traces/")]
     store.append_trace(0, 0, 1, trace_rows(0.9)[:2])  # a new part, as a live sweep streams
@@ -243,6 +248,14 @@ def test_refresh_reads_only_new_parts(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(second.traces) == len(first.traces)  # the same keys again: the last part wins
     rows = second.traces.query("trial == 0 and seed == 0 and step <= 1")
     assert rows["mean_at_n"].tolist()[0] == pytest.approx(0.9 - 0.2)
+    # the attempt ends: its parts become one attempt file, the only file read again
+    TraceCompactor(store).recover()  # (what the writer does at an attempt's end, for all)
+    reads.clear()
+    third = data.snapshot()
+    assert reads and all(not _PART_NAME.search(r) for r in reads if r.startswith("traces/"))
+    assert third.version != second.version
+    pd.testing.assert_frame_equal(third.traces, second.traces)
+    assert not [f for f in data.cache.files if _PART_NAME.search(f)]
 
 
 def test_trial_view_shows_the_samples_the_store_logged(tmp_path: Path) -> None:
