@@ -28,34 +28,48 @@ from sweeper.traces import TraceCompactor, TraceSet, list_traces
 STEPS = 10
 KILLS = 15
 
-CHILD = r"""
+# A zygote: imports once, then forks one writer per round (so 15 rounds do not pay 15 imports);
+# the test SIGKILLs the forked writer, the zygote reaps it and reports.
+ZYGOTE = r"""
 import os, sys
 from sweeper.controller.writer import SweepWriter, TraceBuffer
 from sweeper.store import SweepStore
 from sweeper.traces import TraceCompactor
 
-store = SweepStore(sys.argv[1])
-ledger, trial, steps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-writer = SweepWriter(store, [])
-writer.traces = TraceCompactor(store, fanout=3, max_level=2)
-writer.recover_traces()
-print("ready", flush=True)
-while True:
-    for seed in (0, 1):
-        buf = TraceBuffer(trial, seed, 1)
-        for step in range(steps):
-            row = {"step": step, "m": trial * 1000.0 + seed * 100 + step}
-            if step % 2:
-                row["other"] = 1.0  # parts differ in their columns
-            buf.rows.append(row)
-            if step % 3 == 2:
-                writer.flush(buf)
-        writer.end_attempt(buf)
-        with open(ledger, "a") as f:
-            f.write(f"{trial} {seed}\n")
-            f.flush()
-            os.fsync(f.fileno())
-    trial += 1
+
+def write_forever(uri, ledger, trial, steps):
+    store = SweepStore(uri)
+    writer = SweepWriter(store, [])
+    writer.traces = TraceCompactor(store, fanout=3, max_level=2)
+    writer.recover_traces()  # what a resumed controller does first
+    print("ready", flush=True)
+    while True:
+        for seed in (0, 1):
+            buf = TraceBuffer(trial, seed, 1)
+            for step in range(steps):
+                row = {"step": step, "m": trial * 1000.0 + seed * 100 + step}
+                if step % 2:
+                    row["other"] = 1.0  # parts differ in their columns
+                buf.rows.append(row)
+                if step % 3 == 2:
+                    writer.flush(buf)
+            writer.end_attempt(buf)
+            with open(ledger, "a") as f:
+                f.write(f"{trial} {seed}\n")
+                f.flush()
+                os.fsync(f.fileno())
+        trial += 1
+
+
+print("imported", flush=True)
+for line in sys.stdin:
+    uri, ledger, trial, steps = line.split()
+    pid = os.fork()
+    if pid == 0:
+        write_forever(uri, ledger, int(trial), int(steps))
+    print(pid, flush=True)
+    os.waitpid(pid, 0)
+    print("reaped", flush=True)
 """
 
 
@@ -82,7 +96,7 @@ def _check(store: SweepStore, done: set[tuple[int, int]]) -> pd.DataFrame:
         assert rows["step"].tolist() == list(range(STEPS)), (trial, seed)
         expected = [trial * 1000.0 + seed * 100 + s for s in range(STEPS)]
         assert rows["m"].tolist() == expected
-    # an attempt cut short: a prefix-free subset of its rows, each value right
+    # every row right, those of attempts cut short too
     assert (traces["m"] == traces["trial"] * 1000.0 + traces["seed"] * 100 + traces["step"]).all()
     for p in Path(store.path("traces")).glob("*.parquet"):
         pq.read_table(p)  # every visible file reads whole
@@ -94,23 +108,31 @@ def test_compaction_survives_sigkill(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     rng = random.Random(11)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    trial = 0
-    started = time.monotonic()
-    for _ in range(KILLS):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, store.uri, str(ledger), str(trial), str(STEPS)],
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.02, 0.5))
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        done = _ledger(ledger)
-        traces = _check(store, done)
-        # the next run takes fresh trial numbers, as a resumed controller never reuses an attempt
-        trial = max([t for t, _ in done] + [int(traces["trial"].max()) if len(traces) else -1]) + 1
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert zygote.stdin is not None and zygote.stdout is not None
+    try:
+        assert zygote.stdout.readline().strip() == "imported"
+        started = time.monotonic()
+        trial = 0
+        for _ in range(KILLS):
+            zygote.stdin.write(f"{store.uri} {ledger} {trial} {STEPS}\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            assert zygote.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.02, 0.6))
+            os.kill(pid, signal.SIGKILL)
+            assert zygote.stdout.readline().strip() == "reaped"
+            done = _ledger(ledger)
+            traces = _check(store, done)
+            # the next round takes fresh trial numbers: a resumed controller never reuses an
+            # attempt's key
+            trial = int(traces["trial"].max()) + 1 if len(traces) else 0
+    finally:
+        zygote.kill()
+        zygote.wait(10)
     done = _ledger(ledger)
     assert len(done) >= 20, "the writer barely ran between kills"
     TraceCompactor(store, fanout=3, max_level=2).recover()
