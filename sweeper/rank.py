@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,9 @@ import pandas as pd
 from sweeper.config.recipe import ObjectiveConfig
 from sweeper.stats import (
     CONFIDENCE,
+    SEED_AGGREGATES,
     Separation,
     aggregate,
-    prob_improvement,
     seed_intervals,
     separation,
 )
@@ -161,6 +162,38 @@ def _scope_values(
     raise ValueError(f"unknown scope {scope!r}")
 
 
+def _seed_groups(traces: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The latest attempts' rows in (trial, seed, step) order, and where each (trial, seed)
+    group starts."""
+    traces = _latest_attempts(traces)
+    if not _sorted_by(traces, ["trial", "seed", "step"]):
+        traces = traces.sort_values(["trial", "seed", "step"], kind="stable")
+    trial = traces["trial"].to_numpy(dtype="int64")
+    seed = traces["seed"].to_numpy(dtype="int64")
+    starts = np.flatnonzero(
+        np.concatenate([[True], (trial[1:] != trial[:-1]) | (seed[1:] != seed[:-1])])
+    )
+    return traces, starts
+
+
+def last_values(traces: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per (trial, seed): ``trial``, ``seed`` and, per metric of ``metrics`` present,
+    its last finite value over the steps of the latest attempt (NaN if none)."""
+    metrics = [m for m in dict.fromkeys(metrics) if m in traces.columns]
+    if traces.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in metrics}).assign(
+            trial=pd.Series(dtype="int64"), seed=pd.Series(dtype="int64")
+        )[["trial", "seed", *metrics]]
+    traces, starts = _seed_groups(traces)
+    out = {
+        "trial": traces["trial"].to_numpy(dtype="int64")[starts],
+        "seed": traces["seed"].to_numpy(dtype="int64")[starts],
+    }
+    for m in metrics:
+        out[m] = _last(*_measured(traces, m, starts))
+    return pd.DataFrame(out)
+
+
 def seed_values(traces: pd.DataFrame, objective: ObjectiveConfig) -> pd.DataFrame:
     """One row per (trial, seed): ``value`` (by ``objective.scope`` over measured steps, NaN if
     never measured), ``feasible`` (every constraint holds on this seed) and ``final_entropy``
@@ -171,14 +204,9 @@ def seed_values(traces: pd.DataFrame, objective: ObjectiveConfig) -> pd.DataFram
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
             {"trial": "int64", "seed": "int64", "feasible": "bool"}
         )
-    traces = _latest_attempts(traces)
-    if not _sorted_by(traces, ["trial", "seed", "step"]):
-        traces = traces.sort_values(["trial", "seed", "step"], kind="stable")
+    traces, starts = _seed_groups(traces)
     trial = traces["trial"].to_numpy(dtype="int64")
     seed = traces["seed"].to_numpy(dtype="int64")
-    starts = np.flatnonzero(
-        np.concatenate([[True], (trial[1:] != trial[:-1]) | (seed[1:] != seed[:-1])])
-    )
     values, vstarts, vcounts = _measured(traces, objective.metric, starts)
     value = _scope_values(values, vstarts, vcounts, objective.scope, objective.mode)
     final_entropy = _last(*_measured(traces, "entropy", starts))
@@ -264,36 +292,42 @@ def rank(
     raced = "racing" in trials.columns  # search.racing: why each race ended
     rows: list[dict[str, Any]] = []
     samples: list[np.ndarray] = []
+    entropies: list[np.ndarray] = []
     empty = np.empty(0)
     for rec in trials.to_dict("records"):
         trial = int(rec["trial"])
         values = seed_vals.get(trial, empty)
-        finite = values[np.isfinite(values)]
+        samples.append(values[np.isfinite(values)])
         entropy = seed_entropy.get(trial, empty).astype("float64")
-        entropy = entropy[np.isfinite(entropy)]
+        entropies.append(entropy[np.isfinite(entropy)])
         if trial in seed_feasible:
             feasible = bool(seed_feasible[trial].all())
         else:
             feasible = not objective.constraints
-        samples.append(finite)
         row: dict[str, Any] = {"trial": trial, "state": rec.get("state")}
         for key in param_keys:
             row[key] = rec.get(key)
-        row.update(
-            value=aggregate(finite, objective.seed_agg),
-            ci_low=math.nan,  # below, for every trial at once
-            ci_high=math.nan,
-            value_std=float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
-            n_seeds=int(finite.size),
-            prob_improvement=math.nan,
-            final_entropy=float(entropy.mean()) if entropy.size else math.nan,
-            feasible=feasible,
-        )
+        row["feasible"] = feasible
         if raced:
             row["racing"] = rec.get("racing") if isinstance(rec.get("racing"), str) else None
         rows.append(row)
+    # The per-trial statistics, for all trials with the same seed count at once (the same
+    # numpy reductions per row as on each trial's own array: equal results).
+    agg = SEED_AGGREGATES[objective.seed_agg]
+    stats = {
+        "value": _per_size(samples, lambda a: agg(a, axis=1), 1),
+        "ci_low": math.nan,  # below, for every trial at once
+        "ci_high": math.nan,
+        "value_std": _per_size(samples, lambda a: np.std(a, axis=1, ddof=1), 2),
+        "n_seeds": np.array([x.size for x in samples], dtype="int64"),
+        "prob_improvement": math.nan,
+        "final_entropy": _per_size(entropies, lambda a: np.mean(a, axis=1), 1),
+    }
     columns = ["trial", "state", *param_keys, *VALUE_COLUMNS, *(["racing"] if raced else [])]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=[c for c in columns if c not in stats])
+    for name, column in stats.items():
+        table[name] = column
+    table = table[columns]
     if samples:
         intervals = seed_intervals(samples, objective.seed_agg, confidence)
         table["ci_low"], table["ci_high"] = intervals[:, 0], intervals[:, 1]
@@ -311,15 +345,50 @@ def rank(
     table.insert(0, "rank", np.arange(1, len(table) + 1, dtype="int64"))
     leader = _leader(table)
     if leader is not None:
-        seeds = seed_vals
-        lead = seeds[leader]
-        table["prob_improvement"] = [
-            prob_improvement(lead, seeds.get(int(t), np.empty(0)), objective.mode)
-            if int(t) != leader
-            else math.nan
-            for t in table["trial"]
-        ]
+        others = [seed_vals.get(int(t), empty) for t in table["trial"]]
+        p = _prob_improvements(seed_vals[leader], others, objective.mode)
+        p[table["trial"].to_numpy() == leader] = math.nan
+        table["prob_improvement"] = p
     return table
+
+
+def _per_size(
+    samples: list[np.ndarray], statistic: Callable[[np.ndarray], np.ndarray], min_size: int
+) -> np.ndarray:
+    """``statistic`` of each sample with at least ``min_size`` values (NaN otherwise), computed
+    on the stacked ``[g, n]`` array of the samples of each size n."""
+    out = np.full(len(samples), math.nan)
+    by_size: dict[int, list[int]] = {}
+    for i, x in enumerate(samples):
+        if x.size >= min_size:
+            by_size.setdefault(x.size, []).append(i)
+    for members in by_size.values():
+        out[members] = statistic(np.stack([samples[i] for i in members]))
+    return out
+
+
+def _prob_improvements(lead: np.ndarray, others: list[np.ndarray], mode: str) -> np.ndarray:
+    """:func:`sweeper.stats.prob_improvement` of ``lead`` over each of ``others`` (the same
+    counts of wins and ties over seed pairs, for all samples of one size at once)."""
+    a = lead[np.isfinite(lead)]
+    finite = [x[np.isfinite(x)] for x in others]
+    out = np.full(len(others), math.nan)
+    if not a.size:
+        return out
+    if mode == "min":
+        a = -a
+    by_size: dict[int, list[int]] = {}
+    for i, x in enumerate(finite):
+        if x.size:
+            by_size.setdefault(x.size, []).append(i)
+    for m, members in by_size.items():
+        b = np.stack([finite[i] for i in members])  # [g, m]
+        if mode == "min":
+            b = -b
+        gt = (a[None, :, None] > b[:, None, :]).sum(axis=(1, 2))
+        eq = (a[None, :, None] == b[:, None, :]).sum(axis=(1, 2))
+        out[members] = (gt + 0.5 * eq) / (a.size * m)
+    return out
 
 
 def _leader(table: pd.DataFrame) -> int | None:

@@ -249,7 +249,7 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
     tables = [t for t in tables if t.num_rows] or [_empty()]
     table = pa.concat_tables(
         [t.replace_schema_metadata(None) for t in tables], promote_options="permissive"
-    ).combine_chunks()
+    )  # chunked: no copy of the rows here
     for i, f in enumerate(table.schema):
         numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
         if f.name not in TRACE_KEYS and numeric and f.type != pa.float64():
@@ -543,16 +543,23 @@ class TraceCompactor:
 
     def _merge(self, level: int, names: list[str]) -> str:
         """Write the rows of ``names`` as one segment of ``level``, then delete them."""
-        tables = [read_file(self.store, n) for n in names]
+        out = self.write_segment(level, [read_file(self.store, n) for n in names])
+        for name in names:
+            self._delete(name)
+        return out
+
+    def write_segment(self, level: int, tables: Sequence[pa.Table]) -> str:
+        """Write ``tables`` (attempt files' or segments' rows) as one new segment of ``level``
+        listing the attempts they hold; returns its name. (What a merge writes; a tool building
+        a finished sweep dir can write full segments directly.)"""
         keys: set[Key] = set()
-        for name, table in zip(names, tables, strict=True):
+        for table in tables:
             keys.update(coverage_of(table) or _attempt_keys(table))
+        self._state()  # the sequence numbers continue after the segments on disk
         seq = self._seq.get(level, 0)
         self._seq[level] = seq + 1
         out = segment_name(level, seq)
         self.store._write_table(self._rel(out), _with_coverage(combine(tables), keys))
-        for name in names:
-            self._delete(name)
         return out
 
     def _delete(self, name: str) -> None:

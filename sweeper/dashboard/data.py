@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sweeper.config.recipe import ObjectiveConfig, Recipe
-from sweeper.rank import objective_of, param_keys_of, rank
+from sweeper.rank import last_values, objective_of, param_keys_of, rank
 from sweeper.store import RUNS_PARQUET, TRACE_KEYS, TRIALS_PARQUET, SweepStore
 from sweeper.store import decode_param as _decode
 from sweeper.traces import TraceSet, attempt_mask, combine, latest_attempt_mask
@@ -151,12 +152,8 @@ def final_values(traces: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     metrics = [m for m in dict.fromkeys(metrics) if m in traces.columns]
     if not metrics or traces.empty:
         return pd.DataFrame(index=pd.Index([], name="trial", dtype="int64"), columns=metrics)
-    latest = latest_attempts(traces).sort_values(["trial", "seed", "step"], kind="stable")
-    values = latest[metrics].apply(pd.to_numeric, errors="coerce").astype("float64")
-    values = values.where(np.isfinite(values.to_numpy()))  # inf -> NaN: skipped like NaN
-    values[["trial", "seed"]] = latest[["trial", "seed"]]
-    last = values.groupby(["trial", "seed"], sort=True)[metrics].last()  # last non-NaN
-    return last.groupby(level="trial").mean()
+    last = last_values(traces, metrics)
+    return last.groupby("trial", sort=True)[metrics].mean()
 
 
 def pareto_front(x: Iterable[float], y: Iterable[float]) -> np.ndarray:
@@ -424,8 +421,9 @@ class TraceCache:
                 if retry == 2:
                     raise
                 self.refresh()
-        table = combine([self._full[n] for n in names], lambda k: k[0] in wanted)
-        return table.to_pandas()
+        mask = pa.array(sorted(wanted), type=pa.int64())
+        rows = [t.filter(pc.is_in(t["trial"], value_set=mask)) for t in (self._full[n] for n in names)]
+        return combine(rows).to_pandas()
 
 
 # --------------------------------------------------------------------------- snapshots

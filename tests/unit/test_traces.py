@@ -317,3 +317,49 @@ def test_seed_values_equal_the_per_group_reference(scope: str, mode: str) -> Non
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     sorted_df = df.sort_values(KEYS).reset_index(drop=True)  # the fast (pre-sorted) path
     pd.testing.assert_frame_equal(seed_values(sorted_df, objective), want, check_exact=True)
+
+
+def test_rank_statistics_equal_the_per_trial_reference() -> None:
+    """rank's per-trial numbers, computed per seed count at once, equal each trial's own."""
+    from sweeper.rank import rank
+    from sweeper.stats import aggregate, prob_improvement
+
+    rng = np.random.default_rng(2)
+    n = 6000
+    df = pd.DataFrame(
+        {
+            "trial": rng.integers(0, 120, n),
+            "seed": rng.integers(0, 5, n),
+            "attempt": 1,
+            "step": rng.permutation(n),
+            "m": rng.random(n).round(2),  # ties between seeds
+            "entropy": rng.random(n),
+        }
+    )
+    df.loc[rng.random(n) < 0.4, "m"] = np.nan
+    df.loc[df["trial"] % 17 == 0, "m"] = np.nan
+    trials = pd.DataFrame({"trial": np.arange(125), "state": "COMPLETE"})
+    for agg in ("mean", "median", "iqm", "min"):
+        for mode in ("max", "min"):
+            o = ObjectiveConfig.model_validate({"metric": "m", "seed_agg": agg, "mode": mode})
+            table = rank(trials, df, o, []).set_index("trial")
+            per_seed = seed_values(df, o)
+            lead = int(table.index[0])
+            lead_v = per_seed.loc[per_seed["trial"] == lead, "value"].to_numpy()
+            for t, row in table.iterrows():
+                g = per_seed[per_seed["trial"] == t]
+                v = g["value"].to_numpy()
+                f = v[np.isfinite(v)]
+                e = g["final_entropy"].to_numpy()
+                e = e[np.isfinite(e)]
+                assert row["n_seeds"] == f.size
+                for got, want in (
+                    (row["value"], aggregate(f, agg)),
+                    (row["value_std"], float(np.std(f, ddof=1)) if f.size > 1 else math.nan),
+                    (row["final_entropy"], float(e.mean()) if e.size else math.nan),
+                    (
+                        row["prob_improvement"],
+                        math.nan if t == lead else prob_improvement(lead_v, v, mode),
+                    ),
+                ):
+                    assert (math.isnan(got) and math.isnan(want)) or got == want
