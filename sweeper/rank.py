@@ -45,7 +45,7 @@ from sweeper.stats import (
     separation,
 )
 
-from sweeper.traces import latest_attempt_mask
+from sweeper.traces import is_sorted, latest_attempt_mask
 
 if TYPE_CHECKING:
     from sweeper.store import SweepStore
@@ -86,20 +86,8 @@ def _latest_attempts(traces: pd.DataFrame) -> pd.DataFrame:
     """Keep, per (trial, seed), only the rows of its highest attempt (a retried job's last)."""
     if "attempt" not in traces.columns or traces.empty:
         return traces
-    return traces[latest_attempt_mask(traces)]
-
-
-def _sorted_by(frame: pd.DataFrame, keys: list[str]) -> bool:
-    """Whether ``frame`` is sorted by ``keys`` (lexicographically, ties allowed)."""
-    if len(frame) < 2:
-        return True
-    arrays = [frame[k].to_numpy() for k in keys]
-    ahead = np.zeros(len(frame) - 1, dtype=bool)  # decided: strictly greater on an earlier key
-    for x in arrays:
-        if np.any(~ahead & (x[1:] < x[:-1])):
-            return False
-        ahead |= x[1:] > x[:-1]
-    return True
+    mask = latest_attempt_mask(traces)
+    return traces if mask.all() else traces[mask]
 
 
 def _measured(
@@ -112,9 +100,9 @@ def _measured(
         return np.empty(0), zeros, zeros
     values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype="float64")
     ok = np.isfinite(values)
-    before = np.concatenate([[0], np.cumsum(ok)])  # finite values before each row
-    starts = before[groups]
-    return values[ok], starts, np.diff(np.append(starts, int(ok.sum())))
+    counts = np.add.reduceat(ok, groups, dtype="int64") if len(groups) else groups
+    starts = np.cumsum(counts) - counts
+    return values[ok], starts, counts
 
 
 def _last(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -166,7 +154,7 @@ def _seed_groups(traces: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """The latest attempts' rows in (trial, seed, step) order, and where each (trial, seed)
     group starts."""
     traces = _latest_attempts(traces)
-    if not _sorted_by(traces, ["trial", "seed", "step"]):
+    if not is_sorted(traces, ["trial", "seed", "step"]):
         traces = traces.sort_values(["trial", "seed", "step"], kind="stable")
     trial = traces["trial"].to_numpy(dtype="int64")
     seed = traces["seed"].to_numpy(dtype="int64")
@@ -246,7 +234,7 @@ def _by_trial(per_seed: pd.DataFrame, column: str) -> dict[int, np.ndarray]:
     if per_seed.empty:
         return {}
     ps = per_seed
-    if not _sorted_by(ps, ["trial", "seed"]):
+    if not is_sorted(ps, ["trial", "seed"]):
         ps = ps.sort_values(["trial", "seed"], kind="stable")
     trial = ps["trial"].to_numpy(dtype="int64")
     starts = np.flatnonzero(np.concatenate([[True], trial[1:] != trial[:-1]]))
@@ -294,7 +282,7 @@ def rank(
     samples: list[np.ndarray] = []
     entropies: list[np.ndarray] = []
     empty = np.empty(0)
-    for rec in trials.to_dict("records"):
+    for rec in _records(trials, ["trial", "state", *param_keys, *(["racing"] if raced else [])]):
         trial = int(rec["trial"])
         values = seed_vals.get(trial, empty)
         samples.append(values[np.isfinite(values)])
@@ -350,6 +338,14 @@ def rank(
         p[table["trial"].to_numpy() == leader] = math.nan
         table["prob_improvement"] = p
     return table
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")`` of ``columns`` (None for an absent one), built from
+    column lists: a tenth of the cost at 10,000 rows."""
+    n = len(frame)
+    lists = [frame[c].tolist() if c in frame.columns else [None] * n for c in columns]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 
 
 def _per_size(

@@ -259,10 +259,8 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
     n = table.num_rows
     if n == 0:
         return table
-    trial, seed, attempt, step = (table[k].to_numpy() for k in TRACE_KEYS)
-    starts = _block_starts([trial, seed, attempt])
+    starts, bt, bs, ba, steps_ok = _runs(table)
     lengths = np.diff(np.append(starts, n))
-    bt, bs, ba = trial[starts], seed[starts], attempt[starts]
     if keep is not None:
         wanted = np.fromiter(
             (keep((t, s, a)) for t, s, a in zip(bt.tolist(), bs.tolist(), ba.tolist())),
@@ -277,9 +275,6 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
         o = order
         dup_block[1:] = (bt[o][1:] == bt[o][:-1]) & (bs[o][1:] == bs[o][:-1])
         dup_block[1:] &= ba[o][1:] == ba[o][:-1]
-    same_block = np.ones(n - 1, dtype=bool)
-    same_block[starts[1:] - 1] = False
-    steps_ok = bool(np.all(step[1:][same_block] > step[:-1][same_block]))
     if steps_ok and not dup_block.any():
         order = order[wanted[order]]
         if len(order) == len(starts) and np.array_equal(order, np.arange(len(order))):
@@ -291,7 +286,7 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
     # Slow path: rows of one attempt in several runs, or steps repeated / out of order.
     if not wanted.all():
         table = table.filter(np.repeat(wanted, lengths))
-        trial, seed, attempt, step = (table[k].to_numpy() for k in TRACE_KEYS)
+    trial, seed, attempt, step = (table[k].to_numpy() for k in TRACE_KEYS)
     if table.num_rows == 0:
         return table
     rows = np.lexsort((step, attempt, seed, trial))  # stable: equal keys stay in write order
@@ -300,6 +295,50 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
     for k in keys:
         same_as_next &= k[1:] == k[:-1]
     return table.take(rows[np.append(~same_as_next, True)])
+
+
+def _runs(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The runs of equal (trial, seed, attempt) rows of a chunked table, found chunk by chunk
+    (no copy of the rows): their starts, keys, and whether steps increase within every run.
+    A run continuing into the next chunk (a running attempt's next part) is joined to it when
+    its steps go on increasing."""
+    cols = [table[k] for k in TRACE_KEYS]
+    starts, keys, first, last, ok, offset = [], [], [], [], True, 0
+    for i in range(cols[0].num_chunks):
+        t, s, a, step = (c.chunk(i).to_numpy() for c in cols)
+        m = len(t)
+        if m == 0:
+            continue
+        st = _block_starts([t, s, a])
+        inner = np.ones(m - 1, dtype=bool)
+        inner[st[1:] - 1] = False
+        ok = ok and bool(np.all(step[1:][inner] > step[:-1][inner]))
+        ends = np.append(st[1:], m) - 1
+        starts.append(st + offset)
+        keys.append(np.stack([t[st], s[st], a[st]]))
+        first.append(step[st])
+        last.append(step[ends])
+        offset += m
+    all_starts = np.concatenate(starts)
+    k = np.concatenate(keys, axis=1)
+    f, la = np.concatenate(first), np.concatenate(last)
+    join = np.zeros(len(all_starts), dtype=bool)
+    join[1:] = (k[:, 1:] == k[:, :-1]).all(axis=0) & (f[1:] > la[:-1])
+    keep = ~join
+    return all_starts[keep], k[0][keep], k[1][keep], k[2][keep], ok
+
+
+def is_sorted(frame: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether ``frame`` is sorted by ``keys`` (lexicographically, ties allowed); O(rows)."""
+    if len(frame) < 2:
+        return True
+    ahead = np.zeros(len(frame) - 1, dtype=bool)  # decided: greater on an earlier key
+    for k in keys:
+        x = frame[k].to_numpy()
+        if np.any(~ahead & (x[1:] < x[:-1])):
+            return False
+        ahead |= x[1:] > x[:-1]
+    return True
 
 
 def attempt_mask(frame: pd.DataFrame, keys: Iterable[Key]) -> np.ndarray:

@@ -273,3 +273,23 @@ def test_trial_view_shows_the_samples_the_store_logged(tmp_path: Path) -> None:
     assert [r[0] for r in table["rows"]] == ["10", "10", "0"]  # latest step first
     assert "4" in table["rows"][1] and "false" in table["rows"][1]
     assert views.trial_view(snap, 0)["samples"]["total"] == 0
+
+
+def test_step_quantiles_of_all_runs_and_of_a_sample() -> None:
+    from sweeper.dashboard.data import step_quantiles
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"trial": t, "seed": s, "attempt": 1, "step": k, "m": rng.random() if k % 2 == 0 else NAN}
+        for t in range(30)
+        for s in range(2)
+        for k in range(5)
+    ]
+    df = pd.DataFrame(rows)
+    q, used, runs = step_quantiles(df, "m")
+    want = df.dropna().groupby("step")["m"].quantile([0.1, 0.5, 0.9]).unstack()
+    assert (used, runs) == (60, 60) and q["step"].tolist() == [0, 2, 4]
+    assert q[["q10", "q50", "q90"]].to_numpy() == pytest.approx(want.to_numpy())
+    q, used, runs = step_quantiles(df, "m", max_runs=10)
+    assert (used, runs) == (10, 60) and q["step"].tolist() == [0, 2, 4]
+    assert step_quantiles(df, "absent")[0].empty
