@@ -105,7 +105,10 @@ def write_sweep(root: Path, trials: int, through_writer: bool = False) -> SweepS
         quality = 0.3 + 0.55 * math.exp(-(((p["loss.eps_low"] - 0.15) / 0.2) ** 2))
         for seed in range(SEEDS):
             cols = attempt_table(rng, quality, seed)
-            keys = {k: np.full(STEPS, v, dtype="int64") for k, v in (("trial", t), ("seed", seed), ("attempt", 1))}
+            keys = {
+                k: np.full(STEPS, v, dtype="int64")
+                for k, v in (("trial", t), ("seed", seed), ("attempt", 1))
+            }
             table = pa.table({**keys, **cols})
             if through_writer:
                 compactor.end_attempt((t, seed, 1), [table], [])
@@ -189,11 +192,13 @@ def main() -> None:
         print(f"\ntraces/: {len(files)} files ({size / 1e6:.0f} MB) for {args.trials * SEEDS} "
               f"attempts, {args.trials * SEEDS * STEPS:,} rows")  # fmt: skip
 
-        table, verdict = rank_sweep_with_verdict(store)
+        table, _verdict = rank_sweep_with_verdict(store)
         assert len(table) == args.trials and table["n_seeds"].eq(SEEDS).all()
         t_rank = best_of(args.repeat, lambda: rank_sweep_with_verdict(store))
         ok = "within" if t_rank <= RANK_GOAL_S else "OVER"
-        print(f"rank (rank_sweep_with_verdict): {t_rank:.2f} s  ({ok} the {RANK_GOAL_S:.0f} s goal)")
+        print(
+            f"rank (rank_sweep_with_verdict): {t_rank:.2f} s  ({ok} the {RANK_GOAL_S:.0f} s goal)"
+        )
         t0 = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-m", "sweeper.cli", "rank", str(sweep)],

@@ -44,7 +44,6 @@ from sweeper.stats import (
     seed_intervals,
     separation,
 )
-
 from sweeper.traces import is_sorted, latest_attempt_mask
 
 if TYPE_CHECKING:
@@ -519,4 +518,6 @@ def rank_sweep_with_verdict(
 
 def rank_columns(objective: ObjectiveConfig) -> list[str]:
     """The metric columns a ranking reads: the objective's, the constraints' and entropy."""
-    return list(dict.fromkeys([objective.metric, "entropy", *(c.metric for c in objective.constraints)]))
+    return list(
+        dict.fromkeys([objective.metric, "entropy", *(c.metric for c in objective.constraints)])
+    )

@@ -482,7 +482,7 @@ class SweepStore(StorageDir):
             done_keys = set(done.astype("int64").itertuples(index=False, name=None))
             keep = done_keys.__contains__
         table = traces.read_traces(self, columns, keep)
-        return table.to_pandas()
+        return table.to_pandas(split_blocks=True, self_destruct=True)  # no second copy
 
     # ---------------------------------------------------------------- eval samples
 

@@ -222,7 +222,9 @@ def _attempt_keys(table: pa.Table) -> list[Key]:
         return []
     arrays = [table[k].to_numpy() for k in ATTEMPT_KEYS]
     starts = _block_starts(arrays)
-    return sorted({(int(t), int(s), int(a)) for t, s, a in zip(*(x[starts] for x in arrays))})
+    return sorted(
+        {(int(t), int(s), int(a)) for t, s, a in zip(*(x[starts] for x in arrays), strict=False)}
+    )
 
 
 def _empty() -> pa.Table:
@@ -263,7 +265,10 @@ def combine(tables: Sequence[pa.Table], keep: Callable[[Key], bool] | None = Non
     lengths = np.diff(np.append(starts, n))
     if keep is not None:
         wanted = np.fromiter(
-            (keep((t, s, a)) for t, s, a in zip(bt.tolist(), bs.tolist(), ba.tolist())),
+            (
+                keep((t, s, a))
+                for t, s, a in zip(bt.tolist(), bs.tolist(), ba.tolist(), strict=False)
+            ),
             dtype=bool,
             count=len(starts),
         )
@@ -350,7 +355,7 @@ def attempt_mask(frame: pd.DataFrame, keys: Iterable[Key]) -> np.ndarray:
     arrays = [frame[k].to_numpy(dtype="int64") for k in ATTEMPT_KEYS]
     starts = _block_starts(arrays)
     wanted = set(keys)
-    heads = zip(*(a[starts].tolist() for a in arrays))
+    heads = zip(*(a[starts].tolist() for a in arrays), strict=False)
     block = np.fromiter((k in wanted for k in heads), dtype=bool, count=len(starts))
     return np.repeat(block, np.diff(np.append(starts, n)))
 
@@ -428,9 +433,7 @@ class TraceSet:
         """The files the rows come from (covered leftovers excluded), in reading order."""
         return self._chosen()
 
-    def read_many(
-        self, names: list[str], wanted: Callable[[str], bool] | None
-    ) -> list[pa.Table]:
+    def read_many(self, names: list[str], wanted: Callable[[str], bool] | None) -> list[pa.Table]:
         """Read ``names`` (in threads when many), the columns ``wanted`` picks (None: all)."""
         pick = wanted
         if len(names) < 8:

@@ -451,7 +451,9 @@ class TraceCache:
             self._full = {n: t for n, t in self._full.items() if n in listed}
             missing = [n for n in names if n not in self._full]
             try:
-                for name, table in zip(missing, self._summary.read_many(missing, None), strict=True):
+                for name, table in zip(
+                    missing, self._summary.read_many(missing, None), strict=True
+                ):
                     self._full[name] = table
                 break
             except FileNotFoundError:  # compacted since the last refresh: list again
@@ -459,7 +461,9 @@ class TraceCache:
                     raise
                 self.refresh()
         mask = pa.array(sorted(wanted), type=pa.int64())
-        rows = [t.filter(pc.is_in(t["trial"], value_set=mask)) for t in (self._full[n] for n in names)]
+        rows = [
+            t.filter(pc.is_in(t["trial"], value_set=mask)) for t in (self._full[n] for n in names)
+        ]
         return combine(rows).to_pandas()
 
 

@@ -99,7 +99,9 @@ def test_attempt_files_merge_into_segments(tmp_path: Path) -> None:
     run_attempt(w, (3, 0, 1))
     assert w.store.trace_files() == ["seg1-000000.parquet"]
     seg = pq.read_table(tmp_path / "s" / "traces" / "seg1-000000.parquet")
-    assert seg.schema.metadata[b"sweeper.attempts"] == b"[[0, 0, 1], [1, 0, 1], [2, 0, 1], [3, 0, 1]]"
+    assert (
+        seg.schema.metadata[b"sweeper.attempts"] == b"[[0, 0, 1], [1, 0, 1], [2, 0, 1], [3, 0, 1]]"
+    )
     for t in range(4, 18):
         run_attempt(w, (t, t % 2, 1))
     files = w.store.trace_files()
