@@ -410,6 +410,10 @@ class SweepStore(StorageDir):
     # Naming, compaction and the reading rule live in sweeper.traces; these are the store's
     # entry points (the controller's writer drives sweeper.traces.TraceCompactor directly).
 
+    def damaged(self, rel: str, err: BaseException | str) -> InputError:
+        """The one-line error for the damaged file ``rel`` (:func:`damaged`)."""
+        return damaged(self, rel, err)
+
     def open_input(self, rel: str) -> pa.NativeFile:
         """``rel`` opened for random-access reading (close it after); FileNotFoundError when
         absent."""

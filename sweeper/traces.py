@@ -392,8 +392,6 @@ def read_file(
     """One file of traces/: all columns, or the keys and those ``wanted`` says yes to. Raises
     FileNotFoundError when it vanished (a compaction deleted it), and the store's one-line
     :func:`~sweeper.store.damaged` error when it does not read."""
-    from sweeper.store import damaged
-
     rel = f"{TRACES_DIR}/{name}"
     try:
         with _open(store, rel) as f:
@@ -409,7 +407,7 @@ def read_file(
     except (OSError, pa.ArrowException, ValueError) as err:  # truncated, empty, not Parquet
         if not store.exists(rel):
             raise FileNotFoundError(store.path(rel)) from None
-        raise damaged(store, rel, err) from None
+        raise store.damaged(rel, err) from None
 
 
 class TraceSet:
