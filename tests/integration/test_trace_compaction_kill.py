@@ -37,12 +37,12 @@ from sweeper.store import SweepStore
 from sweeper.traces import TraceCompactor
 
 
-def write_forever(uri, ledger, trial, steps):
+def write_forever(uri, ledger, trial, steps, ready):
     store = SweepStore(uri)
     writer = SweepWriter(store, [])
     writer.traces = TraceCompactor(store, fanout=3, max_level=2)
     writer.recover_traces()  # what a resumed controller does first
-    print("ready", flush=True)
+    os.write(ready, b"r")  # (only the zygote writes to stdout)
     while True:
         for seed in (0, 1):
             buf = TraceBuffer(trial, seed, 1)
@@ -64,9 +64,16 @@ def write_forever(uri, ledger, trial, steps):
 print("imported", flush=True)
 for line in sys.stdin:
     uri, ledger, trial, steps = line.split()
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        write_forever(uri, ledger, int(trial), int(steps))
+        try:
+            write_forever(uri, ledger, int(trial), int(steps), w)
+        finally:
+            os._exit(1)  # never back into the zygote's loop
+    os.read(r, 1)  # the writer has cleaned up and starts writing
+    os.close(r)
+    os.close(w)
     print(pid, flush=True)
     os.waitpid(pid, 0)
     print("reaped", flush=True)
@@ -120,8 +127,7 @@ def test_compaction_survives_sigkill(tmp_path: Path) -> None:
         for _ in range(KILLS):
             zygote.stdin.write(f"{store.uri} {ledger} {trial} {STEPS}\n")
             zygote.stdin.flush()
-            pid = int(zygote.stdout.readline())
-            assert zygote.stdout.readline().strip() == "ready"
+            pid = int(zygote.stdout.readline())  # once it is writing
             time.sleep(rng.uniform(0.02, 0.6))
             os.kill(pid, signal.SIGKILL)
             assert zygote.stdout.readline().strip() == "reaped"
