@@ -380,12 +380,6 @@ def latest_attempt_mask(frame: pd.DataFrame) -> np.ndarray:
 # --------------------------------------------------------------------------- reading
 
 
-def _open(store: SweepStore, rel: str) -> pq.ParquetFile:
-    """A Parquet file of the sweep dir opened for random access (a projection reads only its
-    columns' byte ranges, which matters on an object store). FileNotFoundError when absent."""
-    return pq.ParquetFile(store.open_input(rel))
-
-
 def read_file(
     store: SweepStore, name: str, wanted: Callable[[str], bool] | None = None
 ) -> pa.Table:
@@ -393,8 +387,11 @@ def read_file(
     FileNotFoundError when it vanished (a compaction deleted it), and the store's one-line
     :func:`~sweeper.store.damaged` error when it does not read."""
     rel = f"{TRACES_DIR}/{name}"
+    # Opened for random access: a projection reads only its columns' byte ranges (which
+    # matters on an object store).
+    source = store.open_input(rel)  # FileNotFoundError when absent
     try:
-        with _open(store, rel) as f:
+        with pq.ParquetFile(source) as f:
             names = f.schema_arrow.names
             missing = [k for k in TRACE_KEYS if k not in names]
             if missing:
@@ -402,12 +399,12 @@ def read_file(
             keep = names if wanted is None else [c for c in names if c in TRACE_KEYS or wanted(c)]
             table = f.read(columns=keep, use_threads=False)
             return table.replace_schema_metadata(f.schema_arrow.metadata)
-    except FileNotFoundError:
-        raise
     except (OSError, pa.ArrowException, ValueError) as err:  # truncated, empty, not Parquet
         if not store.exists(rel):
             raise FileNotFoundError(store.path(rel)) from None
         raise store.damaged(rel, err) from None
+    finally:
+        source.close()
 
 
 class TraceSet:
