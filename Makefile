@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/controller_vs_tune.py
 	$(BIN)/python bench/racing.py
 	$(BIN)/python bench/dashboard_first_view.py
+	$(BIN)/python bench/sweep_read_scale.py
 	if $(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; \
 	then $(BIN)/python bench/rollout_engines.py; else echo "rollout_engines.py: no vllm, skipped"; fi
 

@@ -9,7 +9,8 @@ A sweep lives in ``<storage>/<name>/``, a local path or a ``pyarrow.fs`` URI (``
     trials.parquet          one row per trial (folded from tables/, see :mod:`sweeper.tables`)
     runs.parquet            one row per job attempt (likewise)
     tables/                 the log of changed trial and run rows not yet folded
-    traces/                 step rows, one Parquet part file per append
+    traces/                 step rows: parts of running attempts, one file per ended attempt,
+                            segments of merged attempts (sweeper.traces)
     samples/                eval completions, one Parquet file per eval step (eval.log_samples)
     status.json             live counts, running jobs, best so far, updated_at
     optuna.db               the local Optuna sqlite storage (written by the controller)
@@ -34,8 +35,10 @@ Column conventions (plain pandas/pyarrow can read everything):
 - runs.parquet: ``trial``, ``seed``, ``attempt`` int64, ``state``, ``worker``, ``node`` string,
   ``started_at``, ``ended_at`` timestamp, ``error`` string.
 - traces/: ``trial``, ``seed``, ``attempt``, ``step`` int64, then one float64 column per metric
-  (NaN where not measured at that step). Part files are named
-  ``t000003-s0-a1-p00002.parquet``; part files of one sweep may differ in their metric columns.
+  (NaN where not measured at that step). A running attempt's parts are named
+  ``t000003-s0-a1-p00002.parquet``, an ended attempt's file ``t000003-s0-a1.parquet``, merged
+  attempts ``seg1-000007.parquet`` (:mod:`sweeper.traces`: layout, compaction, the reading
+  rule); files of one sweep may differ in their metric columns.
 - samples/: ``trial``, ``seed``, ``attempt``, ``step``, ``sample`` int64, ``prompt``,
   ``response`` string, ``reward`` float64, ``correct`` bool; one file per (trial, seed, attempt,
   eval step), named ``t000003-s0-a1-step000010.parquet``.
@@ -60,10 +63,9 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweeper import traces
 from sweeper.errors import InputError
 from sweeper.storage import StorageDir
 from sweeper.tables import TableLog, TableSpec, list_segments, read_table
@@ -78,7 +80,7 @@ RESOLVED_JSON = "recipe.resolved.json"
 MANIFEST_JSON = "manifest.json"
 TRIALS_PARQUET = "trials.parquet"
 RUNS_PARQUET = "runs.parquet"
-TRACES_DIR = "traces"
+TRACES_DIR = traces.TRACES_DIR
 SAMPLES_DIR = "samples"
 STATUS_JSON = "status.json"
 OPTUNA_DB = "optuna.db"
@@ -90,11 +92,10 @@ TRIAL_COLUMNS = ("trial", "state", "value", "seeds", "started_at", "ended_at", "
 RUN_COLUMNS = (
     "trial", "seed", "attempt", "state", "worker", "node", "started_at", "ended_at", "error",
 )  # fmt: skip
-TRACE_KEYS = ("trial", "seed", "attempt", "step")
+TRACE_KEYS = traces.TRACE_KEYS
 SAMPLE_COLUMNS = (*TRACE_KEYS, "sample", "prompt", "response", "reward", "correct")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")
 _SAMPLES = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-step(\d+)\.parquet$")
 _SAMPLE_SCHEMA = pa.schema(
     [(k, pa.int64()) for k in (*TRACE_KEYS, "sample")]
@@ -486,78 +487,86 @@ class SweepStore(SweepTables):
         return out
 
     # ---------------------------------------------------------------- traces
+    # Naming, compaction and the reading rule live in sweeper.traces; these are the store's
+    # entry points (the controller's writer drives sweeper.traces.TraceCompactor directly).
 
-    def _next_part(self, key: tuple[int, int, int]) -> int:
+    def damaged(self, rel: str, err: BaseException | str) -> InputError:
+        """The one-line error for the damaged file ``rel`` (:func:`damaged`)."""
+        return damaged(self, rel, err)
+
+    def open_input(self, rel: str) -> pa.NativeFile:
+        """``rel`` opened for random-access reading (close it after); FileNotFoundError when
+        absent."""
+        if self._fs is None:
+            return pa.OSFile(self._p(rel), "rb")
+        try:
+            return self._fs.open_input_file(self._p(rel))
+        except OSError as err:
+            if not self.exists(rel):
+                raise FileNotFoundError(self.path(rel)) from err
+            raise
+
+    def delete(self, rel: str) -> None:
+        """Delete the file ``rel``; FileNotFoundError when absent."""
+        if self._fs is None:
+            Path(self._p(rel)).unlink()
+            return
+        if not self.exists(rel):
+            raise FileNotFoundError(self.path(rel))
+        self._fs.delete_file(self._p(rel))
+
+    def next_part(self, key: tuple[int, int, int]) -> int:
+        """The next part number of attempt ``key``: counted in this process, continuing after
+        the largest part on disk the first time (a resumed process)."""
         if key not in self._parts:
-            # Resume: continue after the largest part already on disk for this attempt.
-            prefix = f"t{key[0]:06d}-s{key[1]}-a{key[2]}-p"
-            largest = -1
-            for name in self._listdir(TRACES_DIR):
-                m = _PART.match(name)
-                if m and name.startswith(prefix):
-                    largest = max(largest, int(m.group(4)))
-            self._parts[key] = largest + 1
+            parts = traces.list_traces(self).parts.get(key, [])
+            self._parts[key] = max((p for p, _ in parts), default=-1) + 1
         part = self._parts[key]
         self._parts[key] = part + 1
         return part
 
-    def append_trace(self, trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]) -> None:
-        """Write the step ``rows`` of one job attempt as ONE new Parquet part file in traces/.
+    def append_trace(
+        self, trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]
+    ) -> str | None:
+        """Write the step ``rows`` of one job attempt as ONE new Parquet part file in traces/
+        (``t000003-s0-a1-p00002.parquet``); returns its name (None for empty ``rows``: nothing
+        is written).
 
         Each row has ``step`` (int) and float metrics (NaN or None where not measured). The part
-        appears atomically; an empty ``rows`` writes nothing.
+        appears atomically. (A running controller's writer compacts an ended attempt's parts
+        into one file: :class:`sweeper.traces.TraceCompactor`.)
         """
         if not rows:
-            return
-        if any("step" not in r for r in rows):
-            raise ValueError("every trace row needs a 'step'")
-        table = _trace_table(trial, seed, attempt, rows)
+            return None
+        table = traces.trace_table(trial, seed, attempt, rows)
         key = (int(trial), int(seed), int(attempt))
-        part = self._next_part(key)
-        name = f"t{key[0]:06d}-s{key[1]}-a{key[2]}-p{part:05d}.parquet"
-        self._write_table(f"{TRACES_DIR}/{name}", table)
+        return traces.TraceCompactor(self).write_part(key, self.next_part(key), table)
 
     def trace_files(self) -> list[str]:
-        """Visible part file names in traces/, in (trial, seed, attempt, part) order."""
+        """Visible Parquet file names in traces/ (parts, attempt files, segments), in reading
+        order (:func:`sweeper.traces.file_order`)."""
+        return sorted(traces.list_traces(self).names, key=traces.file_order)
 
-        def order(name: str) -> tuple[int, ...]:
-            m = _PART.match(name)
-            return tuple(int(g) for g in m.groups()) if m else (1 << 62,)
+    def read_traces(
+        self, completed_only: bool = True, columns: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """All step rows as one DataFrame sorted by (trial, seed, attempt, step), each key once.
 
-        return sorted((n for n in self._listdir(TRACES_DIR) if n.endswith(".parquet")), key=order)
-
-    def read_traces(self, completed_only: bool = True) -> pd.DataFrame:
-        """All step rows as one DataFrame sorted by (trial, seed, attempt, step).
-
-        Part files with different metric columns are unified (missing values NaN). With
+        Files with different metric columns are unified (missing values NaN). With
         ``completed_only`` only rows of attempts whose runs.parquet state is COMPLETE are kept
-        (none when runs.parquet is absent). Duplicate (trial, seed, attempt, step) rows --
-        impossible by construction -- are dropped keeping the last written.
+        (none when runs.parquet is absent). ``columns``: read only the keys and these metric
+        columns (those present), e.g. what a ranking needs. Each attempt's rows come from one
+        file kind (:mod:`sweeper.traces`); a repeated step of a running attempt's parts keeps
+        the last written.
         """
-        files = self.trace_files()
-        if not files:
-            return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
-        paths = [self._p(f"{TRACES_DIR}/{f}") for f in files]
-        fs = self._fs or pafs.LocalFileSystem()
-        try:
-            fragments = pads.dataset(paths, filesystem=fs, format="parquet")
-            schemas = [frag.physical_schema for frag in fragments.get_fragments()]
-            unified = pa.unify_schemas(schemas, promote_options="permissive")
-            # Read in file order so that "keep the last" means the last part written.
-            table = pads.dataset(paths, schema=unified, filesystem=fs, format="parquet").to_table()
-        except (pa.ArrowException, OSError) as err:
-            raise _damaged_trace(self, files, fs, err) from None
-        df = table.to_pandas()
-        for col in df.columns:
-            if col not in TRACE_KEYS and pd.api.types.is_numeric_dtype(df[col]):
-                df[col] = df[col].astype("float64")
+        keep = None
         if completed_only:
             runs = self.read_runs()
             done = runs.loc[runs["state"] == "COMPLETE", ["trial", "seed", "attempt"]]
-            df = df.merge(done.drop_duplicates(), on=["trial", "seed", "attempt"], how="inner")
-        df = df.drop_duplicates(subset=list(TRACE_KEYS), keep="last")
-        df = df.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
-        return df
+            done_keys = set(done.astype("int64").itertuples(index=False, name=None))
+            keep = done_keys.__contains__
+        table = traces.read_traces(self, columns, keep)
+        return table.to_pandas(split_blocks=True, self_destruct=True)  # no second copy
 
     # ---------------------------------------------------------------- eval samples
 
@@ -623,19 +632,6 @@ def damaged(store: StorageDir, rel: str, err: BaseException | str) -> InputError
     reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", reason)[:200]
     what = "JSON" if rel.endswith(".json") else "Parquet"
     return InputError(f"{store.path(rel)}: damaged {what} file ({reason}); {_repair(rel)}")
-
-
-def _damaged_trace(
-    store: SweepStore, files: list[str], fs: pafs.FileSystem, err: BaseException
-) -> InputError:
-    """The error for an unreadable traces/ dir, naming the first part file that does not read
-    alone (or traces/ itself, when each part reads but they do not fit together)."""
-    for name in files:
-        try:
-            pq.read_table(store._p(f"{TRACES_DIR}/{name}"), filesystem=fs)
-        except (pa.ArrowException, OSError) as part_err:
-            return damaged(store, f"{TRACES_DIR}/{name}", part_err)
-    return damaged(store, TRACES_DIR, err)
 
 
 def _recipe_problem(resolved: Any) -> str | None:
@@ -740,28 +736,6 @@ _RUNS = TableSpec(
     "runs", RUNS_PARQUET, ("trial", "seed", "attempt"), lambda rows, _: _runs_table(rows),
     lambda _: [],
 )  # fmt: skip
-
-
-def _trace_table(trial: int, seed: int, attempt: int, rows: list[dict[str, Any]]) -> pa.Table:
-    n = len(rows)
-    cols: dict[str, pa.Array] = {
-        "trial": pa.array([int(trial)] * n, type=pa.int64()),
-        "seed": pa.array([int(seed)] * n, type=pa.int64()),
-        "attempt": pa.array([int(attempt)] * n, type=pa.int64()),
-        "step": pa.array([int(r["step"]) for r in rows], type=pa.int64()),
-    }
-    metrics: dict[str, None] = {}
-    for r in rows:
-        metrics.update(dict.fromkeys(k for k in r if k not in TRACE_KEYS))
-    for m in metrics:
-        values = [r.get(m) for r in rows]
-        if all(v is None or _is_number(v) or isinstance(v, bool) for v in values):
-            cols[m] = pa.array(
-                [math.nan if v is None else float(v) for v in values], type=pa.float64()
-            )
-        else:
-            cols[m] = _column(values)
-    return pa.table(cols)
 
 
 _EMPTY_DTYPES = {

@@ -94,6 +94,7 @@ class Controller:
             self.resources, self.recipe.search.max_concurrent, self.fixed_size, self.cache_dir
         )
         if resume:
+            self.writer.recover_traces()  # leftover parts compacted, covered files deleted
             self.book.restore()
         self.writer.clear_stop_request()
         state = "failed"
@@ -169,7 +170,7 @@ class Controller:
             self._progressed = True
         if drained.result is None:
             return
-        self.writer.flush(r.buffer)  # rows before the outcome: a finished attempt loses nothing
+        self.writer.end_attempt(r.buffer)  # rows before the outcome: a finished one loses nothing
         del self._running[r.attempt.run_id]
         self.pool.release(r.job.worker)
         self.book.end(r.attempt, drained.result["state"], drained.result.get("error"))
@@ -178,7 +179,7 @@ class Controller:
     def _on_worker_died(self, r: _Running, exc: Exception) -> None:
         del self._running[r.attempt.run_id]
         self.pool.discard(r.job.worker)
-        self.writer.flush(r.buffer)
+        self.writer.end_attempt(r.buffer)
         first = str(exc).splitlines()[0] if str(exc) else ""
         self.book.died(r.attempt, f"worker died: {type(exc).__name__}: {first}")
         self._changed = True
@@ -247,7 +248,7 @@ class Controller:
         # Ending anyway (perhaps because the sweep dir failed): write what can be written.
         for r in self._running.values():
             with contextlib.suppress(Exception):
-                self.writer.flush(r.buffer)
+                self.writer.end_attempt(r.buffer)
         self._running.clear()
         with contextlib.suppress(Exception):
             self.book.interrupt(INTERRUPTED)

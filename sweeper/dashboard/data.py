@@ -9,11 +9,12 @@ Two parts:
 - :class:`SweepData`, a cached reader of one sweep dir (local or remote, through
   :class:`~sweeper.store.SweepStore`) that hands out immutable :class:`Snapshot` objects.
 
-Trace part files never change once they appear (the store writes each atomically, once), so
-:class:`TraceCache` reads each part once and later refreshes read only the new ones: a dashboard
-following a live sweep pays for what was appended, not for the whole sweep at every poll. A cold
-read takes only the columns the first view needs (ranking, final values); a trial's other metric
-columns are read when its curves are asked for.
+Trace files never change once they appear (each name is written once, atomically; compaction
+replaces files by new ones, :mod:`sweeper.traces`), so :class:`TraceCache` reads each file once
+and later refreshes read only the new ones: a dashboard following a live sweep pays for what was
+appended or compacted, not for the whole sweep at every poll. A cold read takes only the columns
+the first view needs (ranking, final values); a trial's other metric columns are read when its
+curves are asked for.
 """
 
 from __future__ import annotations
@@ -23,24 +24,23 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from sweeper.config.recipe import ObjectiveConfig, Recipe
-from sweeper.rank import objective_of, param_keys_of, rank
-from sweeper.store import TRACE_KEYS, TRACES_DIR, SweepStore, damaged
+from sweeper.rank import last_values, objective_of, param_keys_of, rank
+from sweeper.store import TRACE_KEYS, SweepStore
 from sweeper.store import decode_param as _decode
+from sweeper.traces import TraceSet, attempt_mask, combine, is_sorted, latest_attempt_mask
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,14 @@ CURVE_METRICS = (
 
 IMPORTANCE_MIN_TRIALS = 8
 """Trials with a value needed before parameter importance is computed (fewer say little)."""
+IMPORTANCE_MAX_TRIALS = 2000
+"""Above this many trials importance is computed on a seeded random sample of this many:
+building Optuna's in-memory study costs ~1 ms a trial (15 s at 10,000 on a busy VM), and a
+random sample keeps both distributions PED-ANOVA compares (the best quantile and all)."""
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 _PASS_AT = re.compile(r"^pass_at_(\d+)$")
-_PART = re.compile(r"^t(\d+)-s(-?\d+)-a(\d+)-p(\d+)\.parquet$")  # store.py's part file names
-# Part reads are I/O plus decoding that releases the GIL: a thread per core locally, more for
-# an object store, where each read waits on a round trip.
-_LOCAL_READ_THREADS = max(os.cpu_count() or 2, 2)
-_REMOTE_READ_THREADS = 16
 
 
 # --------------------------------------------------------------------------- formatting
@@ -126,8 +125,8 @@ def latest_attempts(traces: pd.DataFrame) -> pd.DataFrame:
     """Only the rows of each (trial, seed)'s highest attempt (a retried job's last try)."""
     if traces.empty or "attempt" not in traces.columns:
         return traces
-    top = traces.groupby(["trial", "seed"])["attempt"].transform("max")
-    return traces[traces["attempt"] == top]
+    mask = latest_attempt_mask(traces)
+    return traces if mask.all() else traces[mask]
 
 
 def _finite_rows(traces: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -158,12 +157,43 @@ def final_values(traces: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     metrics = [m for m in dict.fromkeys(metrics) if m in traces.columns]
     if not metrics or traces.empty:
         return pd.DataFrame(index=pd.Index([], name="trial", dtype="int64"), columns=metrics)
-    latest = latest_attempts(traces).sort_values(["trial", "seed", "step"], kind="stable")
-    values = latest[metrics].apply(pd.to_numeric, errors="coerce").astype("float64")
-    values = values.where(np.isfinite(values.to_numpy()))  # inf -> NaN: skipped like NaN
-    values[["trial", "seed"]] = latest[["trial", "seed"]]
-    last = values.groupby(["trial", "seed"], sort=True)[metrics].last()  # last non-NaN
-    return last.groupby(level="trial").mean()
+    last = last_values(traces, metrics)
+    return last.groupby("trial", sort=True)[metrics].mean()
+
+
+BAND_RUNS = 2000
+"""Runs (trial, seed) the all-trials band of a curve is computed from: every run up to this
+many, else a seeded random sample of this many (quantiles need no more)."""
+
+
+def step_quantiles(
+    traces: pd.DataFrame, metric: str, max_runs: int = BAND_RUNS, seed: int = 0
+) -> tuple[pd.DataFrame, int, int]:
+    """Per step, the 10%, 50% and 90% quantiles (columns ``q10``, ``q50``, ``q90``) of
+    ``metric`` over the runs' latest attempts, where finite: what the rest of a big sweep does,
+    beside the curves of its best trials. ``traces`` sorted by the keys. Returns the frame,
+    the runs it is computed from and the runs in ``traces``."""
+    empty = pd.DataFrame(columns=["step", "q10", "q50", "q90"])
+    if traces.empty or metric not in traces.columns:
+        return empty, 0, 0
+    latest = latest_attempts(traces)
+    t, sd = latest["trial"].to_numpy(), latest["seed"].to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], (t[1:] != t[:-1]) | (sd[1:] != sd[:-1])]))
+    runs = len(starts)
+    values = pd.to_numeric(latest[metric], errors="coerce").to_numpy(dtype="float64")
+    keep = np.isfinite(values)
+    used = runs
+    if runs > max_runs:
+        pick = np.zeros(runs, dtype=bool)
+        pick[np.random.default_rng(seed).choice(runs, max_runs, replace=False)] = True
+        keep &= np.repeat(pick, np.diff(np.append(starts, len(latest))))
+        used = max_runs
+    if not keep.any():
+        return empty, 0, runs
+    frame = pd.DataFrame({"step": latest["step"].to_numpy()[keep], "v": values[keep]})
+    q = frame.groupby("step", sort=True)["v"].quantile([0.1, 0.5, 0.9]).unstack()
+    q.columns = ["q10", "q50", "q90"]
+    return q.reset_index(), used, runs
 
 
 def pareto_front(x: Iterable[float], y: Iterable[float]) -> np.ndarray:
@@ -368,79 +398,40 @@ def param_importance(
 # --------------------------------------------------------------------------- traces
 
 
-def _read_part(store: SweepStore, name: str, wanted: Callable[[str], bool] | None) -> pa.Table:
-    """One trace part file, all columns or those for which ``wanted`` is true."""
-    rel = f"{TRACES_DIR}/{name}"
-    try:
-        part = pq.ParquetFile(pa.BufferReader(store.read_bytes(rel)))
-        names = part.schema_arrow.names
-        columns = names if wanted is None else [c for c in names if c in TRACE_KEYS or wanted(c)]
-        return part.read(columns=columns, use_threads=False)
-    except (OSError, pa.ArrowException) as err:  # a damaged part: one line naming it
-        raise damaged(store, rel, err) from None
-
-
-def _frame(tables: list[pa.Table]) -> pd.DataFrame:
-    """Part tables (in the order written) as one frame, as ``SweepStore.read_traces`` shapes
-    it: numeric metrics float64, duplicate keys keeping the last written, sorted by the keys.
-    Done in Arrow and numpy: pandas' sort and de-duplication cost ~10x more at 10^6 rows."""
-    if not tables:
-        return pd.DataFrame({k: pd.Series(dtype="int64") for k in TRACE_KEYS})
-    table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    for i, f in enumerate(table.schema):
-        numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-        if f.name not in TRACE_KEYS and numeric and f.type != pa.float64():
-            table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))
-    keys = [table[k].to_numpy() for k in TRACE_KEYS]
-    order = np.lexsort(keys[::-1])  # stable: rows with equal keys stay in the order written
-    if not np.array_equal(order, np.arange(len(order))):
-        table = table.take(order)
-        keys = [k[order] for k in keys]
-    same_as_next = np.ones(len(order) - 1, dtype=bool)
-    for k in keys:
-        same_as_next &= k[1:] == k[:-1]
-    if same_as_next.any():
-        table = table.filter(np.append(~same_as_next, True))  # keep the last of equal keys
-    return table.to_pandas()
-
-
 def completed_only(traces: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows of attempts whose runs.parquet state is COMPLETE (what ranking may use)."""
-    done = runs.loc[runs["state"] == "COMPLETE", ["trial", "seed", "attempt"]].drop_duplicates()
-    out = traces.merge(done.astype("int64"), on=["trial", "seed", "attempt"], how="inner")
-    return out.sort_values(list(TRACE_KEYS), kind="stable").reset_index(drop=True)
+    """The rows of attempts whose runs.parquet state is COMPLETE (what ranking may use),
+    sorted by the keys."""
+    done = runs.loc[runs["state"] == "COMPLETE", ["trial", "seed", "attempt"]].astype("int64")
+    keys = set(done.itertuples(index=False, name=None))
+    mask = attempt_mask(traces, keys)
+    out = traces if mask.all() else traces[mask]
+    if not is_sorted(out, TRACE_KEYS):
+        out = out.sort_values(list(TRACE_KEYS), kind="stable")
+    return out.reset_index(drop=True)
 
 
 class TraceCache:
-    """Reads a sweep's trace part files incrementally: each part once.
+    """Reads a sweep's trace files incrementally (:class:`sweeper.traces.TraceSet`): each file
+    once, forgetting those a compaction replaced.
 
-    ``summary_column(name)`` picks the metric columns read from every part (the key columns
-    always are); :meth:`full` reads every column of the parts of given trials, on demand.
+    ``summary_column(name)`` picks the metric columns read from every file (the key columns
+    always are); :meth:`full` reads every column of the files holding given trials, on demand.
     """
 
     def __init__(self, store: SweepStore, summary_column: Callable[[str], bool]) -> None:
         self.store = store
-        self.summary_column = summary_column
-        self.files: list[str] = []
-        self._summary: dict[str, pa.Table] = {}
+        self._summary = TraceSet(store, summary_column)
         self._full: dict[str, pa.Table] = {}
         self._frame: pd.DataFrame | None = None
 
-    def _read_many(self, names: list[str], wanted: Callable[[str], bool] | None) -> list[pa.Table]:
-        if len(names) < 8:
-            return [_read_part(self.store, n, wanted) for n in names]
-        threads = _LOCAL_READ_THREADS if self.store.is_local else _REMOTE_READ_THREADS
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(lambda n: _read_part(self.store, n, wanted), names))
+    @property
+    def files(self) -> list[str]:
+        """The files the rows come from, in reading order."""
+        return self._summary.files
 
     def refresh(self) -> bool:
-        """Pick up new part files; True when there were any."""
-        files = self.store.trace_files()
-        new = [f for f in files if f not in self._summary]
-        for name, table in zip(new, self._read_many(new, self.summary_column), strict=True):
-            self._summary[name] = table
-        changed = bool(new) or len(files) != len(self.files)
-        self.files = files
+        """Pick up new trace files (and drop compacted ones); True when there were changes."""
+        changed = self._summary.refresh()
         if changed:
             self._frame = None
         return changed
@@ -448,20 +439,32 @@ class TraceCache:
     def summary(self) -> pd.DataFrame:
         """Every attempt's rows (summary columns), shaped like ``SweepStore.read_traces``."""
         if self._frame is None:
-            self._frame = _frame([self._summary[f] for f in self.files])
+            self._frame = self._summary.table().to_pandas()
         return self._frame
 
     def full(self, trials: Iterable[int]) -> pd.DataFrame:
         """Every column of the rows of ``trials`` (all attempts)."""
         wanted = {int(t) for t in trials}
-        names = [
-            f for f in self.files if (m := _PART.match(f)) is None or int(m.group(1)) in wanted
+        for retry in range(3):
+            names = self._summary.files_of(wanted)
+            listed = set(self._summary.listing.names)
+            self._full = {n: t for n, t in self._full.items() if n in listed}
+            missing = [n for n in names if n not in self._full]
+            try:
+                for name, table in zip(
+                    missing, self._summary.read_many(missing, None), strict=True
+                ):
+                    self._full[name] = table
+                break
+            except FileNotFoundError:  # compacted since the last refresh: list again
+                if retry == 2:
+                    raise
+                self.refresh()
+        mask = pa.array(sorted(wanted), type=pa.int64())
+        rows = [
+            t.filter(pc.is_in(t["trial"], value_set=mask)) for t in (self._full[n] for n in names)
         ]
-        missing = [f for f in names if f not in self._full]
-        for name, table in zip(missing, self._read_many(missing, None), strict=True):
-            self._full[name] = table
-        df = _frame([self._full[f] for f in names])
-        return df[df["trial"].isin(wanted)].reset_index(drop=True) if len(df) else df
+        return combine(rows).to_pandas()
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -552,8 +555,7 @@ class SweepData:
         self.cache.refresh()
         fingerprint = (
             status.get("updated_at"),
-            len(self.cache.files),
-            self.cache.files[-1] if self.cache.files else "",
+            hashlib.sha1("\n".join(self.cache.files).encode()).hexdigest(),
             self.store.tables_digest(),  # trials/runs: base tables and their log
         )
         if self._snap is not None and fingerprint == self._fingerprint:

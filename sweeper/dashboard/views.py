@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 
 from sweeper.config.space import axis_values, is_discrete
 from sweeper.dashboard.data import (
+    IMPORTANCE_MAX_TRIALS,
     IMPORTANCE_MIN_TRIALS,
     Snapshot,
     curve_metrics,
@@ -32,6 +33,7 @@ from sweeper.dashboard.data import (
     pareto_front,
     pass_at_metrics,
     seed_bands,
+    step_quantiles,
     trials_done,
     value_interval,
 )
@@ -198,13 +200,49 @@ def curve_figure(
     metric: str,
     trials: list[tuple[int, str]],
     show_legend: bool = True,
+    everyone: pd.DataFrame | None = None,
+    about_everyone: str = "",
+    title: str | None = None,
 ) -> dict[str, Any]:
     """``metric`` vs step for each of ``trials`` (in order): the mean over seeds as a line and
     the min-max range over seeds as a band. Each trace's ``meta.rank`` is its position (1-based),
-    which the page's top-K filter reads."""
+    which the page's top-K filter reads. ``everyone``: :func:`step_quantiles` of all trials,
+    drawn first as a grey 10-90% band with its median (``about_everyone`` names it), always
+    shown: a big sweep plots its best trials' curves and a summary of the rest, never one
+    curve per trial."""
     bands = seed_bands(traces, metric)
     by_trial = {int(t): g for t, g in bands.groupby("trial")} if len(bands) else {}
     data: list[dict[str, Any]] = []
+    if everyone is not None and len(everyone):
+        steps = everyone["step"].to_numpy(dtype="int64").tolist()
+        data.append(
+            {
+                "type": "scatter",
+                "x": steps + steps[::-1],
+                "y": _floats(everyone["q90"]) + _floats(everyone["q10"])[::-1],
+                "mode": "lines",
+                "fill": "toself",
+                "fillcolor": "rgba(120,120,120,0.15)",
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+                "legendgroup": "all",
+                "name": f"{about_everyone}: 10-90%",
+                "showlegend": show_legend,
+            }
+        )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": steps,
+                "y": _floats(everyone["q50"]),
+                "line": {"color": "rgba(90,90,90,0.8)", "width": 1, "dash": "dot"},
+                "legendgroup": "all",
+                "name": f"{about_everyone}: median",
+                "hovertemplate": f"{about_everyone}<br>step %{{x}}<br>median %{{y:.4g}}<extra></extra>",
+                "showlegend": show_legend,
+            }
+        )
     for pos, (trial, label) in enumerate(trials, start=1):
         g = by_trial.get(trial)
         if g is None:
@@ -253,7 +291,7 @@ def curve_figure(
             }
         )
     layout = _layout(
-        metric,
+        title or metric,
         xaxis={"title": {"text": "step"}},
         yaxis={"title": {"text": metric}},
         showlegend=show_legend,
@@ -269,9 +307,17 @@ def curves(snap: Snapshot, top: int) -> tuple[list[dict[str, Any]], list[str]]:
     if not picked:
         return [], []
     full = latest_attempts(snap.trial_traces([t for t, _ in picked]))
+    n_trials = int(snap.completed["trial"].nunique()) if len(snap.completed) else 0
     out = []
     for i, metric in enumerate(curve_metrics(full, snap.objective.metric)):
-        out.append({"metric": metric, "figure": curve_figure(full, metric, picked, i == 0)})
+        everyone, about, title = None, "", metric
+        if n_trials > len(picked):  # the others: a band, not a curve each
+            everyone, used, runs = step_quantiles(snap.completed, metric)
+            sample = f", {used:,} of {runs:,} runs sampled" if used < runs else ""
+            about = f"all {n_trials:,} trials{sample}"
+            title = f"{metric}: best {len(picked)} of {n_trials:,} trials, band: all"
+        figure = curve_figure(full, metric, picked, i == 0, everyone, about, title)
+        out.append({"metric": metric, "figure": figure})
     return out, [label for _, label in picked]
 
 
@@ -552,7 +598,11 @@ def importance(snap: Snapshot) -> dict[str, Any]:
     if len(done) < IMPORTANCE_MIN_TRIALS:
         need = IMPORTANCE_MIN_TRIALS - len(done)
         return {**base, "message": f"after {need} more completed trial(s)"}
+    total = len(done)
+    if total > IMPORTANCE_MAX_TRIALS:  # a seeded random sample: the same figure every time
+        done = done.sample(n=IMPORTANCE_MAX_TRIALS, random_state=0)
     evaluator, name = importance_evaluator(len(done))
+    on = f"a random {len(done):,} of {total:,} trials" if total > len(done) else f"{total} trials"
     scores = param_importance(
         done, snap.space, snap.objective.mode, grid=snap.search_kind == "grid", evaluator=evaluator
     )
@@ -571,7 +621,7 @@ def importance(snap: Snapshot) -> dict[str, Any]:
             }
         ],
         "layout": _layout(
-            f"parameter importance for {snap.objective.metric} ({name}, {len(done)} trials)",
+            f"parameter importance for {snap.objective.metric} ({name}, {on})",
             height=max(200, 60 + 40 * len(keys)),
             xaxis={"title": {"text": "importance (sums to 1)"}, "range": [0, 1]},
             margin={"l": 160, "r": 15, "t": 40, "b": 45},

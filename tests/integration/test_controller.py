@@ -77,6 +77,10 @@ def test_grid_runs_every_point_and_seed(local_ray, tmp_path: Path) -> None:
     traces = store.read_traces()
     assert len(traces) == 4 * 2 * 11  # trials x seeds x (steps + 1)
     assert not traces.duplicated(["trial", "seed", "attempt", "step"]).any()
+    # every ended attempt compacted: 8 attempt files, no part left (16 would make a segment)
+    assert store.trace_files() == sorted(
+        f"t{t:06d}-s{s}-a1.parquet" for t in range(4) for s in (0, 1)
+    )
     ranked = rank_sweep(store)
     best = ranked.iloc[0]
     # The synthetic landscape peaks at eps_low 0.15, eps_high 0.3.

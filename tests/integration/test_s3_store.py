@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,6 +22,7 @@ from sweeper.export import export_best  # noqa: E402
 from sweeper.rank import rank_sweep  # noqa: E402
 from sweeper.report import write_report  # noqa: E402
 from sweeper.store import SweepStore, manifest  # noqa: E402
+from sweeper.traces import TraceCompactor  # noqa: E402
 from tests.unit.test_store import RECIPE_TEXT, TRIALS, trace_rows  # noqa: E402
 
 
@@ -69,6 +71,15 @@ def test_sweep_dir_on_s3(moto_s3: str, tmp_path: Path) -> None:
     assert len(again.read_traces()) == 66 and len(again.read_traces(completed_only=False)) == 88
     again.append_trace(0, 0, 1, [{"step": 11, "entropy": 0.5}])  # resumed part counter
     assert "t000000-s0-a1-p00002.parquet" in again.trace_files()
+
+    before = again.read_traces(completed_only=False)
+    # compaction on S3 (what `sweeper resume` does first): the parts become attempt files,
+    # merged into segments; the same rows read back
+    stats = TraceCompactor(again, fanout=4, max_level=1).recover()
+    assert stats["compacted"] == 8
+    assert again.trace_files() == ["seg1-000000.parquet", "seg1-000001.parquet"]
+    assert not [k for k in _keys(moto_s3) if "/traces/" in k and "-p0" in k]
+    pd.testing.assert_frame_equal(again.read_traces(completed_only=False), before)
 
     table = rank_sweep(again)
     assert table["trial"].tolist() == [1, 2, 0, 3]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,10 @@ from sweeper.dashboard.data import (
 )
 from sweeper.rank import rank_sweep
 from sweeper.store import SweepStore
+from sweeper.traces import TraceCompactor
 from tests.unit.test_store import build_sweep, trace_rows
+
+_PART_NAME = re.compile(r"-p\d+\.parquet$")
 
 NAN, INF = math.nan, math.inf
 
@@ -227,13 +232,13 @@ def test_refresh_reads_only_new_parts(tmp_path: Path, monkeypatch: pytest.Monkey
     data = SweepData(store, min_interval=0)
     first = data.snapshot()
     reads: list[str] = []
-    real = SweepStore.read_bytes
+    real = SweepStore.open_input
 
-    def counting(self: SweepStore, rel: str) -> bytes:
+    def counting(self: SweepStore, rel: str) -> Any:
         reads.append(rel)
         return real(self, rel)
 
-    monkeypatch.setattr(SweepStore, "read_bytes", counting)
+    monkeypatch.setattr(SweepStore, "open_input", counting)
     assert data.snapshot().version == first.version  # nothing changed: same snapshot
     assert not [r for r in reads if r.startswith("traces/")]
     store.append_trace(0, 0, 1, trace_rows(0.9)[:2])  # a new part, as a live sweep streams
@@ -243,6 +248,14 @@ def test_refresh_reads_only_new_parts(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(second.traces) == len(first.traces)  # the same keys again: the last part wins
     rows = second.traces.query("trial == 0 and seed == 0 and step <= 1")
     assert rows["mean_at_n"].tolist()[0] == pytest.approx(0.9 - 0.2)
+    # the attempt ends: its parts become one attempt file, the only file read again
+    TraceCompactor(store).recover()  # (what the writer does at an attempt's end, for all)
+    reads.clear()
+    third = data.snapshot()
+    assert reads and all(not _PART_NAME.search(r) for r in reads if r.startswith("traces/"))
+    assert third.version != second.version
+    pd.testing.assert_frame_equal(third.traces, second.traces)
+    assert not [f for f in data.cache.files if _PART_NAME.search(f)]
 
 
 def test_trial_view_shows_the_samples_the_store_logged(tmp_path: Path) -> None:
@@ -260,3 +273,23 @@ def test_trial_view_shows_the_samples_the_store_logged(tmp_path: Path) -> None:
     assert [r[0] for r in table["rows"]] == ["10", "10", "0"]  # latest step first
     assert "4" in table["rows"][1] and "false" in table["rows"][1]
     assert views.trial_view(snap, 0)["samples"]["total"] == 0
+
+
+def test_step_quantiles_of_all_runs_and_of_a_sample() -> None:
+    from sweeper.dashboard.data import step_quantiles
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"trial": t, "seed": s, "attempt": 1, "step": k, "m": rng.random() if k % 2 == 0 else NAN}
+        for t in range(30)
+        for s in range(2)
+        for k in range(5)
+    ]
+    df = pd.DataFrame(rows)
+    q, used, runs = step_quantiles(df, "m")
+    want = df.dropna().groupby("step")["m"].quantile([0.1, 0.5, 0.9]).unstack()
+    assert (used, runs) == (60, 60) and q["step"].tolist() == [0, 2, 4]
+    assert q[["q10", "q50", "q90"]].to_numpy() == pytest.approx(want.to_numpy())
+    q, used, runs = step_quantiles(df, "m", max_runs=10)
+    assert (used, runs) == (10, 60) and q["step"].tolist() == [0, 2, 4]
+    assert step_quantiles(df, "absent")[0].empty

@@ -66,8 +66,14 @@ def test_overview_values(snap) -> None:
     mean_line = next(t for t in lines if t["name"] == "#1 trial 1" and "fill" not in t)
     assert mean_line["x"] == [0, 5, 10]  # mean_at_n is measured every 5 steps
     assert mean_line["y"] == pytest.approx([0.51, 0.61, 0.71])
-    band = next(t for t in o["curves"][1]["figure"]["data"] if t.get("fill") == "toself")
+    fills = [t for t in o["curves"][1]["figure"]["data"] if t.get("fill") == "toself"]
+    band = next(t for t in fills if t.get("meta"))
     assert band["y"][:3] == pytest.approx([0.52, 0.62, 0.72])  # max over seeds, then min back
+    # the trials not drawn (top 2 of 3 completed): one band over all, drawn first, no meta
+    everyone = fills[0]
+    assert everyone["name"] == "all 3 trials: 10-90%" and "meta" not in everyone
+    title = o["curves"][1]["figure"]["layout"]["title"]["text"]
+    assert title == "mean_at_n: best 2 of 3 trials, band: all"
     assert o["space"]["kind"] == "heatmap"
     assert assert_valid_figures(o) == 4
 
