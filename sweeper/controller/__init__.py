@@ -2,7 +2,10 @@
 
 - ``loop``: :class:`Controller`, the loop that ties the parts together;
 - ``trials``: the trial book -- trial and attempt states, the job queue, the one finish path;
-- ``pool``: warm worker actors, capacity, dispatch and draining;
+- ``pool``: warm worker actors, capacity, dispatch and draining (``JobPool``: what the loop
+  needs of a pool);
+- ``simulated``: a simulated cluster on a discrete-event clock, a ``JobPool`` for benchmarks
+  and tests at scale;
 - ``writer``: what the controller writes into the sweep dir (tables, trace parts, status);
 - ``ray_session``: connecting to Ray (a private embedded Ray by default).
 """

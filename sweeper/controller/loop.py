@@ -18,6 +18,7 @@ and the sweep goes on; a job whose worker dies is retried with a new ``attempt``
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 from sweeper.config.cluster import ClusterConfig, resolve_resources
 from sweeper.config.recipe import Recipe
-from sweeper.controller.pool import DRAIN_TIMEOUT, Dispatched, Drained, WorkerPool
+from sweeper.controller.pool import DRAIN_TIMEOUT, Dispatched, Drained, JobPool, WorkerPool
 from sweeper.controller.trials import Attempt, TrialBook
 from sweeper.controller.writer import SweepWriter, TraceBuffer, now_iso
 from sweeper.search import Search
@@ -57,6 +58,9 @@ class Controller:
 
     ``on_update(status)`` is called after every change of state (the CLI renders it).
     ``fixed_size``: the Ray cannot grow (the embedded one), so a job it cannot hold is bad input.
+    ``pool``: where jobs run (default: a :class:`WorkerPool` of warm Ray actors, made by
+    :meth:`run`); ``clock``: the monotonic seconds the loop's periods are measured in (a
+    simulated cluster passes its discrete-event clock with its pool).
     """
 
     def __init__(
@@ -67,6 +71,8 @@ class Controller:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         cache_dir: str | None = None,
         fixed_size: bool = True,
+        pool: JobPool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recipe = recipe
         self.store = store
@@ -75,14 +81,16 @@ class Controller:
         self.resources = resolve_resources(recipe, cluster)
         self.cache_dir = cache_dir
         self.fixed_size = fixed_size
+        self._pool = pool
+        self._clock = clock
         self.started_at = now_iso()
         self._running: dict[str, _Running] = {}
         self._exhausted = False
         self._stopping = False
         self._changed = True  # a state change since the last publish
         self._progressed = False  # rows arrived since the last publish
-        self._last_publish = 0.0
-        self._last_stop_check = 0.0
+        self._last_publish = -math.inf
+        self._last_stop_check = -math.inf
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Run until every trial is finished or a stop is requested; returns the final status."""
@@ -90,8 +98,12 @@ class Controller:
         search = Search.for_sweep(self.recipe, self.store, resume=resume)
         self.search = search
         self.book = TrialBook(self.recipe, search, self.writer, stop_jobs=self._stop_jobs)
-        self.pool = WorkerPool(
-            self.resources, self.recipe.search.max_concurrent, self.fixed_size, self.cache_dir
+        self.pool: JobPool = (
+            self._pool
+            if self._pool is not None
+            else WorkerPool(
+                self.resources, self.recipe.search.max_concurrent, self.fixed_size, self.cache_dir
+            )
         )
         if resume:
             self.writer.recover_traces()  # leftover parts compacted, covered files deleted
@@ -141,7 +153,8 @@ class Controller:
             job_dict = self.recipe.job_for(self.book.trials[trial].params).model_dump(mode="json")
             dispatched = self.pool.dispatch(worker, run_id, job_dict, seed)
             a = self.book.start(job, run_id, worker.label, worker.info.get("node", ""))
-            self._running[run_id] = _Running(a, dispatched, TraceBuffer(trial, seed, attempt))
+            buffer = TraceBuffer(trial, seed, attempt, last_flush=self._clock())
+            self._running[run_id] = _Running(a, dispatched, buffer)
             self._changed = True
 
     def _ask(self) -> bool:
@@ -194,9 +207,9 @@ class Controller:
         self._changed = True
 
     def _check_stop_request(self) -> None:
-        if self._stopping or time.monotonic() - self._last_stop_check < STOP_CHECK_SECONDS:
+        if self._stopping or self._clock() - self._last_stop_check < STOP_CHECK_SECONDS:
             return
-        self._last_stop_check = time.monotonic()
+        self._last_stop_check = self._clock()
         if self.writer.stop_requested():
             self._stopping = True
             reason = "interrupted: sweep stopped; `sweeper resume` reruns it"
@@ -234,11 +247,11 @@ class Controller:
     def _publish(self, state: str = "running", force: bool = False) -> None:
         """Write status.json and call ``on_update``: on a change of state, and at most once a
         second for step progress alone."""
-        due = time.monotonic() - self._last_publish >= PUBLISH_SECONDS
+        due = self._clock() - self._last_publish >= PUBLISH_SECONDS
         if not (force or self._changed or (self._progressed and due)):
             return
         self._changed = self._progressed = False
-        self._last_publish = time.monotonic()
+        self._last_publish = self._clock()
         status = self.status(state)
         self.writer.write_status(status)
         if self.on_update is not None:

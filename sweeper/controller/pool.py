@@ -5,6 +5,10 @@ whole life and run job after job, so many short jobs do not pay start-up each ti
 with one ``run`` call (which blocks in one of the actor's threads); its rows come back through
 ``drain`` long-polls in another thread; ``stop`` ends it between two steps. The pool never grows
 past what the cluster can hold at once, re-read every ``CAPACITY_SECONDS`` (nodes come and go).
+
+The controller's loop depends only on :class:`JobPool` (what it calls on a pool):
+:class:`WorkerPool` is the real one; :class:`sweeper.controller.simulated.SimulatedPool` runs
+the same calls on a discrete-event clock (benchmarks and tests at cluster scale, no Ray).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sweeper.config.recipe import ResourcesConfig
 from sweeper.errors import InputError
@@ -60,6 +64,39 @@ class Drained:
     rows: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     died: Exception | None = None
+
+
+class JobPool(Protocol):
+    """What the controller's loop needs of a pool of workers (see :class:`WorkerPool`)."""
+
+    def acquire(self) -> Worker | None:
+        """An idle or new worker; None when every slot is busy."""
+        ...
+
+    def release(self, worker: Worker) -> None:
+        """A worker whose job ended is free for the next."""
+        ...
+
+    def discard(self, worker: Worker) -> None:
+        """Forget a worker that died."""
+        ...
+
+    def dispatch(self, worker: Worker, run_id: str, job: dict[str, Any], seed: int) -> Dispatched:
+        """Start a job (a JSON-able job dict) on ``worker``."""
+        ...
+
+    def wait(self, jobs: list[Dispatched], timeout: float) -> list[Drained]:
+        """What the running ``jobs`` handed back within ``timeout`` seconds (rows, results,
+        deaths)."""
+        ...
+
+    def stop(self, job: Dispatched) -> None:
+        """Ask a job to end after its current step."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release the workers (the sweep is over)."""
+        ...
 
 
 class WorkerPool:
