@@ -132,35 +132,6 @@ def sim_recipe(c: SimConfig, storage: str) -> dict[str, Any]:
     }
 
 
-class _ClockTime:
-    """The ``time`` module with ``monotonic`` read from a simulated clock."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.monotonic = clock
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
-@contextlib.contextmanager
-def writer_on_clock(clock: Callable[[], float]) -> Iterator[None]:
-    """The sweep writer times its trace flushes (``FLUSH_SECONDS``) with its module's
-    ``time.monotonic``; point that at the simulated clock, so a running job writes a trace part
-    every ``FLUSH_SECONDS`` of simulated time, as it would on a cluster. (The Controller takes
-    the clock itself; the writer does not yet.)"""
-    import sweeper.controller.writer as writer
-
-    saved = writer.__dict__.get("time")
-    if saved is None:  # a writer without time-based flushing: nothing to drive
-        yield
-        return
-    writer.time = _ClockTime(clock)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        writer.time = saved  # type: ignore[attr-defined]
-
-
 @contextlib.contextmanager
 def timed_search(acc: dict[str, float], asks: list[float]) -> Iterator[None]:
     """Accumulate the process time spent inside the Optuna study (every public method of
@@ -244,7 +215,7 @@ def run_simulated(c: SimConfig, workdir: str) -> SimResult:
     controller = Controller(recipe, store, on_update=on_update, pool=pool, clock=clock)
     snapshots.append(Snapshot(0, time.process_time(), 0.0, 0.0, rss_bytes()))
     start = time.perf_counter()
-    with writer_on_clock(clock), timed_search(optuna_cpu, asks):
+    with timed_search(optuna_cpu, asks):
         status = controller.run()
     wall = time.perf_counter() - start
 

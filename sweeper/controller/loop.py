@@ -77,7 +77,7 @@ class Controller:
         self.recipe = recipe
         self.store = store
         self.on_update = on_update
-        self.writer = SweepWriter(store, recipe.param_keys())
+        self.writer = SweepWriter(store, recipe.param_keys(), clock)
         self.resources = resolve_resources(recipe, cluster)
         self.cache_dir = cache_dir
         self.fixed_size = fixed_size

@@ -12,6 +12,7 @@ until then (columnar: ~40 KB for 200 steps), so ending an attempt reads nothing 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -56,9 +57,13 @@ class TraceBuffer:
 class SweepWriter:
     """Writes one sweep dir on behalf of its controller."""
 
-    def __init__(self, store: SweepStore, param_keys: list[str]) -> None:
+    def __init__(
+        self, store: SweepStore, param_keys: list[str], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.param_keys = param_keys
+        self.clock = clock
+        """Times the trace flushes (``FLUSH_SECONDS``): the controller's clock."""
         self.traces = TraceCompactor(store)
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
@@ -76,7 +81,7 @@ class SweepWriter:
 
     def flush(self, buffer: TraceBuffer, force: bool = True) -> None:
         """Write the buffered rows as one trace part (when ``force`` or the buffer is due)."""
-        if not force and time.monotonic() - buffer.last_flush <= FLUSH_SECONDS:
+        if not force and self.clock() - buffer.last_flush <= FLUSH_SECONDS:
             return
         if buffer.rows:
             table = trace_table(buffer.trial, buffer.seed, buffer.attempt, buffer.rows)
@@ -84,7 +89,7 @@ class SweepWriter:
             buffer.parts.append(self.traces.write_part(buffer.key, part, table))
             buffer.tables.append(table)
             buffer.rows = []
-        buffer.last_flush = time.monotonic()
+        buffer.last_flush = self.clock()
 
     def end_attempt(self, buffer: TraceBuffer) -> None:
         """The attempt ended (any outcome, or the controller is shutting down): write all its
