@@ -80,7 +80,7 @@ def test_nsr_optuna_shape() -> None:
     recipe, _ = load_recipe(str(ROOT / "recipes" / "nsr_optuna.yaml"))
     assert recipe.search.kind == "optuna" and recipe.search.sampler == "tpe"
     assert recipe.search.pruner is not None and recipe.search.pruner.kind == "median"
-    assert recipe.space["loss.rescue_prob"].type == "uniform"
+    assert recipe.space["loss.rescue_prob"].type == "log_uniform"
     assert recipe.space["loss.rescue_margin"].type == "log_uniform"
     assert recipe.job.loss.kind == "nsr"
 
