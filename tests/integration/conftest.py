@@ -389,3 +389,18 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def private_env() -> Iterator[tuple[dict[str, str], str]]:
+    """Environment for ``sweeper`` subprocesses: a short private TMPDIR (Ray's temp dir goes
+    there; unix socket paths must stay short) and a marker to find, and at the end kill, every
+    process they start. Built from os.environ as the fixtures listed before it left it (e.g.
+    moto's AWS_* variables)."""
+    tmp = tempfile.mkdtemp(prefix="swp-", dir="/tmp")
+    marker = secrets.token_hex(8)
+    try:
+        yield base_env(TMPDIR=tmp, **{MARKER: marker}), marker
+    finally:
+        kill_marked(marker)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -27,25 +23,12 @@ import pytest
 import yaml
 
 from sweeper.store import SweepStore
-from tests.integration.conftest import MARKER, base_env, kill_marked, marked_pids, sweeper_cli
+from tests.integration.conftest import kill_marked, marked_pids, sweeper_cli
 
 pytest.importorskip("ray")
 optuna = pytest.importorskip("optuna")
 
 STEPS = 30
-
-
-@pytest.fixture
-def private_env() -> Iterator[tuple[dict[str, str], str]]:
-    """Environment for the sweeper subprocesses: a short private TMPDIR (Ray's temp dir goes
-    there; unix socket paths must stay short) and a marker to find every process they start."""
-    tmp = tempfile.mkdtemp(prefix="swr-", dir="/tmp")
-    marker = secrets.token_hex(8)
-    try:
-        yield base_env(TMPDIR=tmp, **{MARKER: marker}), marker
-    finally:
-        kill_marked(marker)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_recipe(tmp_path: Path) -> str:

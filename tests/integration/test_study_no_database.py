@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -35,8 +34,6 @@ from sweeper.rank import seed_values
 from sweeper.search import Search
 from sweeper.store import SweepStore
 from tests.integration.conftest import (
-    MARKER,
-    base_env,
     free_port,
     kill_marked,
     marked_pids,
@@ -48,19 +45,6 @@ optuna = pytest.importorskip("optuna")
 
 STEPS = 20
 EVERY = 5
-
-
-@pytest.fixture
-def private_env() -> Iterator[tuple[dict[str, str], str]]:
-    """Environment for the sweeper subprocesses: a short private TMPDIR and a marker to find
-    every process they start (os.environ as the fixtures left it: moto's AWS_* variables)."""
-    tmp = tempfile.mkdtemp(prefix="swn-", dir="/tmp")
-    marker = secrets.token_hex(8)
-    try:
-        yield base_env(TMPDIR=tmp, **{MARKER: marker}), marker
-    finally:
-        kill_marked(marker)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_recipe(tmp_path: Path, name: str, search: dict[str, Any], run: dict[str, Any]) -> str:
