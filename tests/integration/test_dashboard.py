@@ -210,6 +210,9 @@ PLOT_MARKS = """(sel) => Array.from(document.querySelectorAll(sel)).map((d) =>
 LINES = """(sel) => Array.from(document.querySelectorAll(sel)).map((d) =>
   d.data.filter((t) => t.visible !== false && !t.fill && String(t.mode).startsWith('lines')).length)"""
 
+BAND = """(sel) => document.querySelector(sel).data.filter((t) => t.legendgroup === 'all')
+  .map((t) => (t.fill ? 'fill' : 'median'))"""
+
 
 def wait_for_plots(page: Any, selector: str, count: int = 1) -> list[int]:
     """Scroll to ``selector`` (plots are drawn when near the viewport) and wait until ``count``
@@ -287,7 +290,9 @@ def test_page_shows_the_sweep_and_plots_with_data(
         assert metrics[:4] == ["entropy", "pass_at_1", "pass_at_8", "mean_at_n"]
         assert "clip_low_frac" in metrics and "approx_kl" in metrics
         assert min(curves) > 0
-        assert page.evaluate(LINES, "#curves .js-plotly-plot")[0] == 5  # the top 5 trials
+        # the top 5 trials' curves, and (9 trials > 5) the all-trials band: a fill and its median
+        assert page.evaluate(LINES, "#curves .js-plotly-plot")[0] == 5 + 1
+        assert page.evaluate(BAND, "#curves .js-plotly-plot") == ["fill", "median"]
         for sel in ("#fig-pareto", "#fig-space", "#fig-importance"):
             wait_for_plots(page, sel)
         assert page.locator("#fig-space .heatmaplayer image").count() == 1  # the 3x3 grid
@@ -302,7 +307,9 @@ def test_page_shows_the_sweep_and_plots_with_data(
             "document.getElementById('curve-trials').textContent.split(' · ').length === 1"
         )
         page.locator("#curves").scroll_into_view_if_needed()
-        page.wait_for_function(f"({LINES})('#curves .js-plotly-plot')[0] === 1")
+        page.wait_for_function(
+            f"({LINES})('#curves .js-plotly-plot')[0] === 1 + 1"
+        )  # + band median
         screenshot(page, artifacts / "overview.png")
 
 

@@ -73,7 +73,8 @@ def test_scale_bench_small_drives_the_real_controller(tmp_path: Path, capsys) ->
     assert runs["worker"].nunique() == 32 and runs["node"].nunique() == 4
     assert r.sim_seconds >= 360 / 32 * (2.0 + 21 * 0.05)
     assert r.completed_attempts == 360 and r.rank_rc == 0
-    assert r.trace_files >= 360 and r.files > r.trace_files
+    # compacted: at most one trace file per completed attempt (segments of attempt files)
+    assert 0 < r.trace_files <= r.completed_attempts and r.files > r.trace_files
     assert len(r.ask_seconds) == 121  # the last ask says the search is exhausted
     assert r.snapshots[-1].finished == 120 and r.snapshots[-1].optuna_cpu > 0
     assert r.first[0] < r.first[1] <= r.last[0] < r.last[1] <= 120
