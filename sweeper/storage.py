@@ -170,6 +170,28 @@ class StorageDir:
                 raise FileNotFoundError(self.path(rel)) from err
             raise
 
+    def remove(self, rel: str) -> None:
+        """Delete the file ``rel`` (gone already: nothing to do)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self._fs is None:
+                Path(self._p(rel)).unlink()
+            else:
+                self._fs.delete_file(self._p(rel))
+
+    def remove_temp_files(self, rel: str, name: str = "*") -> int:
+        """Delete the hidden temp files of ``name`` that killed atomic writes left in the
+        directory ``rel`` (local dirs only: object stores have none; for a file's one writer);
+        returns how many."""
+        d = Path(self._p(rel))
+        if self._fs is not None or not d.is_dir():
+            return 0
+        count = 0
+        for path in d.glob(f".{name}.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                count += 1
+        return count
+
     def remove_tree(self) -> None:
         """Delete this directory and everything in it (a new sweep that failed to start)."""
         if self._fs is None:

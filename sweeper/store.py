@@ -66,6 +66,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweeper import traces
+from sweeper.encoding import column, is_number, json_default
 from sweeper.errors import InputError
 from sweeper.storage import StorageDir
 from sweeper.tables import TableLog, TableSpec, list_segments, read_table
@@ -112,23 +113,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _json_default(obj: Any) -> Any:
-    """Encode what ``json`` cannot: datetimes, numpy scalars/arrays, paths, sets."""
-    if isinstance(obj, dt.datetime | dt.date):
-        return obj.isoformat()
-    if isinstance(obj, pd.Timestamp):
-        return obj.isoformat()
-    if hasattr(obj, "tolist"):  # numpy scalar or array
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
+    return (json.dumps(obj, indent=2, default=json_default) + "\n").encode()
 
 
 def _to_timestamp(value: Any) -> dt.datetime | None:
@@ -144,10 +130,6 @@ def _to_timestamp(value: Any) -> dt.datetime | None:
     return ts.to_pydatetime()
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def _param_array(values: list[Any]) -> pa.Array:
     """One searched parameter's column (see the module docstring for the typing rule)."""
     present = [v for v in values if v is not None]
@@ -157,7 +139,7 @@ def _param_array(values: list[Any]) -> pa.Array:
         return pa.array(values, type=pa.bool_())
     if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
         return pa.array(values, type=pa.int64())
-    if all(_is_number(v) for v in present):
+    if all(is_number(v) for v in present):
         return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
     return pa.array([None if v is None else _param_text(v) for v in values], type=pa.string())
 
@@ -195,17 +177,6 @@ def decode_param(value: Any) -> Any:
         with contextlib.suppress(ValueError):
             return cast(value)
     return value
-
-
-def _column(values: list[Any]) -> pa.Array:
-    """Type an extra (non-fixed) column: numbers as float64, everything else by pyarrow."""
-    present = [v for v in values if v is not None]
-    if present and all(_is_number(v) for v in present):
-        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def _with_version(table: pa.Table) -> pa.Table:
@@ -269,22 +240,6 @@ class SweepTables(StorageDir):
         if spec.name not in self._logs:
             self._logs[spec.name] = TableLog(self, spec)
         return self._logs[spec.name]
-
-    def _remove(self, rel: str) -> None:
-        """Delete the file ``rel`` (gone already: nothing to do)."""
-        with contextlib.suppress(FileNotFoundError):
-            if self._fs is None:
-                Path(self._p(rel)).unlink()
-            else:
-                self._fs.delete_file(self._p(rel))
-
-    def _remove_temp_files(self, rel: str, name: str = "*") -> None:
-        """Delete the hidden temp files of ``name`` that a killed atomic write left in the
-        directory ``rel`` (local dirs only: object stores have none); for a file's one writer."""
-        if self._fs is None and Path(self._p(rel)).is_dir():
-            for path in Path(self._p(rel)).glob(f".{name}.tmp-*"):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
 
     def write_trials(self, rows: list[dict[str, Any]], param_keys: list[str]) -> None:
         """Rewrite trials.parquet atomically from one dict per trial (every trial; the table
@@ -505,15 +460,6 @@ class SweepStore(SweepTables):
             if not self.exists(rel):
                 raise FileNotFoundError(self.path(rel)) from err
             raise
-
-    def delete(self, rel: str) -> None:
-        """Delete the file ``rel``; FileNotFoundError when absent."""
-        if self._fs is None:
-            Path(self._p(rel)).unlink()
-            return
-        if not self.exists(rel):
-            raise FileNotFoundError(self.path(rel))
-        self._fs.delete_file(self._p(rel))
 
     def next_part(self, key: tuple[int, int, int]) -> int:
         """The next part number of attempt ``key``: counted in this process, continuing after
@@ -780,7 +726,7 @@ def _extras(cols: dict[str, pa.Array], rows: Iterable[dict[str, Any]]) -> None:
     for r in rows:
         extra.update(dict.fromkeys(k for k in r if k not in cols))
     for k in extra:
-        cols[k] = _column([r.get(k) for r in rows])
+        cols[k] = column([r.get(k) for r in rows])
 
 
 # --------------------------------------------------------------------------- manifest

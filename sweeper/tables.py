@@ -37,7 +37,6 @@ read again).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import time
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from sweeper.encoding import json_default
 from sweeper.errors import InputError
 
 if TYPE_CHECKING:
@@ -261,21 +261,9 @@ def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
 # --------------------------------------------------------------------------- writing
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, dt.datetime | dt.date):
-        return obj.isoformat()
-    if hasattr(obj, "isoformat"):  # pandas Timestamp
-        return obj.isoformat()
-    if hasattr(obj, "tolist"):  # numpy scalar or array
-        return obj.tolist()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def _encode(row: dict[str, Any]) -> str:
     # NaN and inf are kept (Python's JSON extension): eps_high may be inf, a value may be NaN.
-    return json.dumps(row, default=_json_default, separators=(",", ":"))
+    return json.dumps(row, default=json_default, separators=(",", ":"))
 
 
 class TableLog:
@@ -334,15 +322,11 @@ class TableLog:
         if state.log_records and state.table is not None:
             self._write_base(state.table)
         for rel in state.segments:  # all at or below the new base's log_seq
-            self.store._remove(rel)
+            self.store.remove(rel)
         if not self._ready:  # a writer's first fold: what a killed one left half-written
-            self.store._remove_temp_files(LOG_DIR)
-            self.store._remove_temp_files("", self.spec.base)
-        self._ready = True
-        self._open_first, self._open = 0, []
-        self._since_fold = 0
-        if state.table is not None:
-            self._base_rows = state.table.num_rows
+            self.store.remove_temp_files(LOG_DIR)
+            self.store.remove_temp_files("", self.spec.base)
+        self._log_emptied(state.table.num_rows if state.table is not None else self._base_rows)
 
     def replace(self, table: pa.Table) -> None:
         """Write the whole table (every row) as the base; the log is emptied."""
@@ -350,11 +334,15 @@ class TableLog:
         self._seq = max(self._seq, state.last_seq)
         self._write_base(table)
         for rel in state.segments:
-            self.store._remove(rel)
+            self.store.remove(rel)
+        self._log_emptied(table.num_rows)
+
+    def _log_emptied(self, base_rows: int) -> None:
+        """The log is empty now (folded into, or replaced by, a base of ``base_rows`` rows)."""
         self._ready = True
         self._open_first, self._open = 0, []
         self._since_fold = 0
-        self._base_rows = table.num_rows
+        self._base_rows = base_rows
 
     def _start(self) -> None:
         if not self._ready:

@@ -37,7 +37,6 @@ see the README).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -45,13 +44,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sweeper.encoding import column
 
 if TYPE_CHECKING:
     from sweeper.store import SweepStore
@@ -184,15 +184,8 @@ def trace_table(trial: int, seed: int, attempt: int, rows: Sequence[dict[str, An
                 [math.nan if v is None else float(v) for v in values], type=pa.float64()
             )
         else:
-            cols[m] = _column(values)
+            cols[m] = column(values)
     return pa.table(cols)
-
-
-def _column(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def coverage_of(table: pa.Table) -> list[Key] | None:
@@ -600,14 +593,13 @@ class TraceCompactor:
         return out
 
     def _delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.store.delete(self._rel(name))
+        self.store.remove(self._rel(name))
 
     def recover(self) -> dict[str, int]:
         """After a controller ended (killed or not): delete temp files, files a segment or an
         attempt file covers, compact the parts of attempts that never were, merge what is due.
         Returns counts of what it did (``deleted``, ``compacted``)."""
-        deleted = self._delete_temp_files()
+        deleted = self.store.remove_temp_files(TRACES_DIR)  # of writes a crash cut short
         listing = list_traces(self.store)
         covered: set[Key] = set()
         for _, _, name in listing.segments:
@@ -636,15 +628,3 @@ class TraceCompactor:
         self._init_state(listing)
         self.merge_due()
         return {"deleted": deleted, "compacted": compacted}
-
-    def _delete_temp_files(self) -> int:
-        """Temp files of writes a crash cut short (local dirs; an object store has none)."""
-        if not self.store.is_local:
-            return 0
-        d = Path(self.store.path(TRACES_DIR))
-        count = 0
-        for p in d.glob(".*.tmp-*") if d.is_dir() else []:
-            with contextlib.suppress(OSError):
-                p.unlink()
-                count += 1
-        return count

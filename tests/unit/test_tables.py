@@ -241,7 +241,7 @@ def interrupted_fold(
 
         monkeypatch.setattr(store, "write_bytes", die_on_base)
     else:
-        real_remove, count = store._remove, [0]
+        real_remove, count = store.remove, [0]
 
         def die_on_remove(rel: str) -> None:
             if count[0] >= after:
@@ -249,7 +249,7 @@ def interrupted_fold(
             count[0] += 1
             real_remove(rel)
 
-        monkeypatch.setattr(store, "_remove", die_on_remove)
+        monkeypatch.setattr(store, "remove", die_on_remove)
     with pytest.raises(Killed):
         store.fold_tables()
     return store, trials, r
